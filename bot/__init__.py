@@ -1,0 +1,1 @@
+"""SafeRoute: safe-migration guidance and help for people in the Mekong region."""

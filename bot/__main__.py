@@ -1,0 +1,51 @@
+"""Command line: `python -m bot [run|chat|check]`. With no command: Telegram when a token
+is set, the terminal chat when not."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from bot.app import configure_logging, run_telegram, run_terminal
+from bot.check import check_project, format_report
+from bot.settings import load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="SafeRoute: safe-migration guidance and help, on Telegram or in the terminal.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="run the Telegram bot (long polling); needs TELEGRAM_BOT_TOKEN",
+                   description="Run the Telegram bot with long polling. Settings come from the environment (see README).")
+    chat = sub.add_parser("chat", help="talk to the bot in this terminal, no Telegram needed",
+                          description="A conversation in the terminal with the same engine and database as the Telegram bot.")
+    chat.add_argument("--lang", choices=["km", "lo", "th", "vi", "en"], help="the language to talk in (default: ask)")
+    chat.add_argument("--user", default="local", help="who you are, so that separate users keep separate conversations (default: local)")
+    sub.add_parser("check", help="validate flows, content and translations; print coverage per language",
+                   description="Validate every flow, content and locale file. Exits 1 on any error, naming file and line.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = load_settings()
+    if args.command == "check":
+        report = check_project(settings.flows_dir, settings.locales_dir)
+        print(format_report(report))
+        return 0 if report.ok else 1
+    configure_logging(settings.log_level if args.command == "run" or settings.telegram_bot_token else "WARNING")
+    try:
+        if args.command == "chat" or (args.command is None and not settings.telegram_bot_token):
+            asyncio.run(run_terminal(settings, user=getattr(args, "user", "local"), lang=getattr(args, "lang", None)))
+            return 0
+        if not settings.telegram_bot_token:
+            print("No TELEGRAM_BOT_TOKEN is set: to talk to the bot without Telegram, run `python -m bot chat`.", file=sys.stderr)
+            return 2
+        asyncio.run(run_telegram(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

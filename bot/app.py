@@ -1,0 +1,76 @@
+"""Wiring: builds the pieces from settings and starts them. Nothing else lives here."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from dataclasses import dataclass
+
+from bot.conversation import Conversations
+from bot.engine.content import Content, load_content
+from bot.engine.flows import FlowSet, load_flows
+from bot.engine.i18n import Translator
+from bot.engine.runner import Engine
+from bot.inbox import Inbox
+from bot.outbox import Outbox
+from bot.settings import Settings
+from storage import Database, connect
+
+
+@dataclass
+class Core:
+    settings: Settings
+    db: Database
+    flows: FlowSet
+    content: Content
+    texts: Translator
+    engine: Engine
+    inbox: Inbox
+    outbox: Outbox
+    conversations: Conversations
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+def load_engine(settings: Settings) -> tuple[FlowSet, Content, Translator, Engine]:
+    flows = load_flows(settings.flows_dir)
+    content = load_content(settings.flows_dir)
+    texts = Translator.from_dir(settings.locales_dir)
+    return flows, content, texts, Engine(flows, content, texts, settings.default_language)
+
+
+async def build_core(settings: Settings) -> Core:
+    flows, content, texts, engine = load_engine(settings)
+    db = await connect(settings.database_url)
+    inbox, outbox = Inbox(db), Outbox(db, lease=timedelta(seconds=settings.outbox_lease_seconds))
+    return Core(settings, db, flows, content, texts, engine, inbox, outbox, Conversations(db, engine, inbox, outbox))
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request URL, and a Bot API URL contains the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def run_telegram(settings: Settings) -> None:
+    from bot.channels.telegram import TelegramChannel
+
+    assert settings.telegram_bot_token
+    core = await build_core(settings)
+    channel = TelegramChannel(settings.telegram_bot_token, settings.telegram_api_base_url, core.conversations, core.inbox,
+                              core.outbox, core.flows, core.texts, poll_timeout=settings.poll_timeout)
+    try:
+        await channel.run()
+    finally:
+        await core.close()
+
+
+async def run_terminal(settings: Settings, *, user: str, lang: str | None) -> None:
+    from bot.channels.terminal import TerminalChat
+
+    core = await build_core(settings)
+    try:
+        await TerminalChat(core.conversations, core.outbox, core.texts, user=user, lang=lang).run()
+    finally:
+        await core.close()

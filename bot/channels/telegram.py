@@ -1,0 +1,235 @@
+"""The Telegram adapter: a fetch loop that loses nothing, one generic handler, a sender.
+
+python-telegram-bot's own polling confirms an update to Telegram as soon as it is queued
+in memory, so an update in flight when the process dies is gone. Here every fetched update
+is stored in the inbox first, and only the next getUpdates (whose offset confirms it) is
+made after that. The real `Application` still dispatches each update, through a single
+TypeHandler that hands it to the channel-neutral conversation service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TimedOut
+from telegram.ext import Application, ContextTypes, TypeHandler
+
+from bot.conversation import Conversations, Receipt
+from bot.engine.events import Event, Message
+from bot.engine.flows import FlowSet
+from bot.engine.i18n import SOURCE_LANGUAGE, Translator
+from bot.inbox import ChatLocks, Inbox
+from bot.outbox import Outbox, Rejected, RecipientGone, RetryLater, Sender
+from storage.models import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "telegram"
+ALLOWED_UPDATES = ["message", "callback_query"]
+
+
+def event_from_update(update: Update) -> tuple[Event, list[Receipt]] | None:
+    """The channel-neutral event for an update, and what Telegram needs done in return."""
+    if update.callback_query is not None:
+        query = update.callback_query
+        receipts: list[Receipt] = [("ack", {"callback_id": query.id})]
+        if query.message is not None:
+            receipts.append(("clear_buttons", {"message_id": query.message.message_id}))
+            chat = str(query.message.chat.id)
+        else:
+            chat = str(query.from_user.id)
+        if query.message is not None and query.message.chat.type != "private":
+            return None
+        return Event(CHANNEL, str(query.from_user.id), choice=query.data or "", client_lang=query.from_user.language_code, chat=chat), receipts
+    message = update.message
+    if message is None or message.from_user is None or message.chat.type != "private":
+        return None
+    user = message.from_user
+    text = message.text or message.caption or ""
+    base = dict(channel=CHANNEL, address=str(user.id), client_lang=user.language_code, chat=str(message.chat.id))
+    if text.startswith("/"):
+        head, _, args = text[1:].partition(" ")
+        return Event(**base, command=head.split("@")[0].lower(), args=args.strip()), []  # type: ignore[arg-type]
+    return Event(**base, text=text), []  # type: ignore[arg-type]
+
+
+def keyboard(message: Message) -> InlineKeyboardMarkup | None:
+    if not message.buttons:
+        return None
+    buttons = [InlineKeyboardButton(b.label, callback_data=b.data) for b in message.buttons]
+    width = max(1, message.columns)
+    return InlineKeyboardMarkup([buttons[i : i + width] for i in range(0, len(buttons), width)])
+
+
+class TelegramChannel:
+    def __init__(
+        self,
+        token: str,
+        base_url: str,
+        conversations: Conversations,
+        inbox: Inbox,
+        outbox: Outbox,
+        flows: FlowSet,
+        texts: Translator,
+        *,
+        poll_timeout: int = 30,
+    ) -> None:
+        self.conversations = conversations
+        self.inbox = inbox
+        self.outbox = outbox
+        self.flows = flows
+        self.texts = texts
+        self.poll_timeout = poll_timeout
+        self.locks = ChatLocks()
+        self.app: Application = Application.builder().token(token).base_url(base_url).updater(None).build()  # type: ignore[type-arg]
+        self.app.add_handler(TypeHandler(Update, self._on_update))
+        self.sender = Sender(outbox, CHANNEL, self.deliver)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._offset: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.app.initialize()
+        await self.register_commands()
+        await self.resume_pending()
+        highest = await self.inbox.highest_key(CHANNEL)
+        self._offset = highest + 1 if highest is not None else None
+
+    async def run(self) -> None:
+        """Start, then fetch and send until cancelled."""
+        await self.start()
+        sender = asyncio.create_task(self.sender.run(), name="telegram-sender")
+        try:
+            await self.fetch_forever()
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            await self.stop()
+
+    async def stop(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.app.shutdown()
+
+    async def register_commands(self) -> None:
+        for lang in self.texts.languages:
+            commands = [BotCommand(c.name, self.texts.get(lang, c.description)) for c in self.flows.commands.values()]
+            code = None if lang == SOURCE_LANGUAGE else lang
+            await self.app.bot.set_my_commands(commands, language_code=code)
+
+    # -- fetching ---------------------------------------------------------------------------
+
+    async def fetch_forever(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                await self.fetch_once()
+                backoff = 1.0
+            except InvalidToken:
+                raise
+            except (NetworkError, TimedOut) as exc:
+                log.warning("getUpdates failed (%s); retrying in %.0fs", type(exc).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60)
+
+    async def fetch_once(self, timeout: int | None = None) -> list[str]:
+        """One getUpdates call: store what came, then schedule it. Returns the new keys."""
+        wait = self.poll_timeout if timeout is None else timeout
+        updates = await self.app.bot.get_updates(
+            offset=self._offset, timeout=wait, read_timeout=wait + 10, allowed_updates=ALLOWED_UPDATES
+        )
+        if not updates:
+            return []
+        rows = [(str(u.update_id), self._chat_of(u), u.to_dict()) for u in updates]
+        new = set(await self.inbox.store(CHANNEL, rows))
+        self._offset = max(u.update_id for u in updates) + 1
+        for update in updates:
+            if str(update.update_id) in new:
+                self._schedule(update)
+        return sorted(new)
+
+    @staticmethod
+    def _chat_of(update: Update) -> str:
+        chat = update.effective_chat
+        return str(chat.id) if chat else "-"
+
+    def _schedule(self, update: Update) -> None:
+        task = asyncio.create_task(self._dispatch(update))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch(self, update: Update) -> None:
+        async with self.locks.hold(self._chat_of(update)):
+            try:
+                await self.app.process_update(update)
+            except Exception:
+                log.exception("update %s failed", update.update_id)
+                await self.inbox.mark_failed(CHANNEL, str(update.update_id))
+
+    async def resume_pending(self) -> None:
+        """Handle updates that were stored but not finished before the last stop."""
+        pending = await self.inbox.pending(CHANNEL)
+        if pending:
+            log.info("resuming %d stored update(s)", len(pending))
+        for row in pending:
+            update = Update.de_json(json.loads(row.payload or "{}"), self.app.bot)
+            if update is not None:
+                await self._dispatch(update)
+
+    async def idle(self) -> None:
+        """Wait until every scheduled update has been handled (used by tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- the one handler ------------------------------------------------------------------------
+
+    async def _on_update(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        converted = event_from_update(update)
+        key = str(update.update_id)
+        if converted is None:
+            row = await self.inbox.get(CHANNEL, key)
+            if row is not None and row.status == "pending":
+                async with self.inbox.db.transaction() as session:
+                    row = await session.get(type(row), row.id)
+                    await Inbox.mark_done(session, row)  # type: ignore[arg-type]
+            return
+        event, receipts = converted
+        await self.conversations.handle(event, inbox_key=key, receipts=receipts)
+
+    # -- sending --------------------------------------------------------------------------------
+
+    async def deliver(self, row: OutboxMessage, payload: dict[str, Any]) -> str | None:
+        bot = self.app.bot
+        chat_id = int(row.chat)
+        try:
+            if row.kind == "message":
+                message = Message.from_payload(payload)
+                sent = await bot.send_message(chat_id, message.text, parse_mode=ParseMode.HTML, reply_markup=keyboard(message),
+                                              disable_web_page_preview=True)
+                return str(sent.message_id)
+            if row.kind == "ack":
+                await bot.answer_callback_query(payload["callback_id"])
+                return None
+            if row.kind == "clear_buttons":
+                await bot.edit_message_reply_markup(chat_id, payload["message_id"], reply_markup=None)
+                return None
+            raise Rejected(f"unknown outbox kind {row.kind}")
+        except RetryAfter as exc:
+            after = exc.retry_after.total_seconds() if hasattr(exc.retry_after, "total_seconds") else float(exc.retry_after)
+            raise RetryLater(after, pause_all=True) from exc
+        except Forbidden as exc:
+            raise RecipientGone() from exc
+        except BadRequest as exc:
+            if row.kind in ("ack", "clear_buttons"):
+                return None  # an old query or an already cleared keyboard: nothing left to do
+            if "chat not found" in exc.message.lower():
+                raise RecipientGone() from exc
+            raise Rejected(exc.message) from exc
+        except (TimedOut, NetworkError) as exc:
+            raise RetryLater(min(2 ** row.attempts, 300)) from exc

@@ -1,0 +1,58 @@
+"""One user event, handled in one transaction: the event is marked handled, the user's
+state moves on and the answers are queued in the outbox, or none of it happens."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlmodel import select
+
+from bot.engine.events import Event, Message
+from bot.engine.runner import Engine
+from bot.inbox import Inbox
+from bot.outbox import Outbox
+from storage.db import Database
+from storage.models import InboxEvent
+
+log = logging.getLogger(__name__)
+
+Receipt = tuple[str, dict[str, Any]]
+
+
+class Conversations:
+    def __init__(self, db: Database, engine: Engine, inbox: Inbox, outbox: Outbox) -> None:
+        self.db = db
+        self.engine = engine
+        self.inbox = inbox
+        self.outbox = outbox
+
+    async def handle(self, event: Event, *, inbox_key: str | None = None, receipts: list[Receipt] | None = None) -> list[Message]:
+        """Handle an event exactly once per inbox key; return what was queued for the user."""
+        async with self.db.transaction() as session:
+            row = None
+            if inbox_key is not None:
+                row = (await session.exec(
+                    select(InboxEvent).where(InboxEvent.channel == event.channel, InboxEvent.event_key == inbox_key)
+                )).first()
+                if row is not None and row.status != "pending":
+                    return []
+            for kind, payload in receipts or []:
+                Outbox.add(session, event.channel, event.reply_to, kind, payload)
+            try:
+                async with session.begin_nested():
+                    messages = await self.engine.handle(session, event)
+            except Exception:
+                log.exception("engine failed on %s event %s", event.channel, inbox_key or "-")
+                messages = [await self._apology(session, event)]
+            for message in messages:
+                Outbox.add(session, event.channel, event.reply_to, "message", message.to_payload())
+            if row is not None:
+                await Inbox.mark_done(session, row)
+        self.outbox.notify()
+        return messages
+
+    async def _apology(self, session: Any, event: Event) -> Message:
+        user, _ = await self.engine.load_user(session, event.channel, event.address)
+        lang = self.engine.language_for(user, event.client_lang)
+        return Message(self.engine.texts.get(lang, "common.error"))

@@ -1,0 +1,1 @@
+"""The conversation engine: flows, content, texts and matching. Knows no chat platform."""

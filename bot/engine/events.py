@@ -1,0 +1,66 @@
+"""What a channel hands the engine, and what the engine hands back: no platform types."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MAX_MESSAGE_CHARS = 4096
+
+
+@dataclass
+class Event:
+    channel: str
+    address: str
+    text: str | None = None
+    choice: str | None = None
+    command: str | None = None
+    args: str = ""
+    client_lang: str | None = None
+    chat: str = ""
+
+    @property
+    def reply_to(self) -> str:
+        return self.chat or self.address
+
+
+@dataclass
+class Button:
+    data: str
+    label: str
+
+
+@dataclass
+class Message:
+    text: str
+    buttons: list[Button] = field(default_factory=list)
+    columns: int = 1
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Message:
+        return cls(payload["text"], [Button(**b) for b in payload.get("buttons", [])], payload.get("columns", 1))
+
+
+def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
+    """Split at paragraph, then line boundaries so that no part exceeds the limit."""
+    if len(text) <= limit:
+        return [text]
+    parts: list[str] = []
+    current = ""
+    for para in text.split("\n"):
+        candidate = f"{current}\n{para}" if current else para
+        if len(candidate) <= limit:
+            current = candidate
+            continue
+        if current:
+            parts.append(current)
+        while len(para) > limit:
+            parts.append(para[:limit])
+            para = para[limit:]
+        current = para
+    if current:
+        parts.append(current)
+    return parts

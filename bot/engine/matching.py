@@ -1,0 +1,61 @@
+"""Matching what people type against keywords, in any of the five languages.
+
+Khmer, Lao and Thai are written without spaces between words, so a keyword is found
+anywhere in the text, with all spacing removed. Vietnamese is often typed without
+diacritics, so Latin letters are compared with their marks stripped; Khmer, Lao and
+Thai vowel signs are combining marks too and must be kept, so only marks on Latin
+letters are removed. Latin keywords must stand as whole words ("sos" not in "sosa").
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+_SPACE = re.compile(r"\s+")
+
+
+def _is_latin(ch: str) -> bool:
+    return ch < "\u0250"
+
+
+def fold(text: str) -> str:
+    """Case-fold, drop marks from Latin letters (and đ → d), drop invisible characters."""
+    text = unicodedata.normalize("NFD", text.translate(_INVISIBLE)).casefold()
+    out: list[str] = []
+    for ch in text:
+        if unicodedata.combining(ch) and out and _is_latin(out[-1]):
+            continue
+        out.append(ch)
+    return unicodedata.normalize("NFC", "".join(out)).replace("đ", "d")
+
+
+def _is_latin_word(keyword: str) -> bool:
+    return all(_is_latin(ch) for ch in keyword)
+
+
+def contains_keyword(text: str, keyword: str) -> bool:
+    folded_text, folded_kw = fold(text), fold(keyword).strip()
+    if not folded_kw:
+        return False
+    if _is_latin_word(folded_kw):
+        words = " ".join(re.findall(r"\w+", folded_kw))
+        return re.search(rf"(?<!\w){re.escape(words)}(?!\w)", " ".join(re.findall(r"\w+", folded_text))) is not None
+    return _SPACE.sub("", folded_kw) in _SPACE.sub("", folded_text)
+
+
+def split_keywords(text: str) -> list[str]:
+    """Keyword lists in the locale files are separated by `|`."""
+    return [k.strip() for k in text.split("|") if k.strip()]
+
+
+def first_match(text: str, candidates: Iterable[tuple[str, list[str]]]) -> str | None:
+    """The first candidate id whose keywords occur in the text; longest keyword wins ties."""
+    best: tuple[int, str] | None = None
+    for cand_id, keywords in candidates:
+        for kw in keywords:
+            if contains_keyword(text, kw) and (best is None or len(kw) > best[0]):
+                best = (len(kw), cand_id)
+    return best[1] if best else None

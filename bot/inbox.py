@@ -1,0 +1,107 @@
+"""Incoming events, stored raw before they are acted on.
+
+A redelivered event finds its key taken and is dropped; an event stored but not handled
+(the process died) is still `pending` and is handled at the next start. Events of one
+chat are handled one at a time, in order; different chats run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.db import Database
+from storage.models import InboxEvent, utcnow
+
+
+class Inbox:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def store(self, channel: str, events: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+        """Store (event_key, chat, payload) rows; return the keys that were new."""
+        if not events:
+            return []
+        insert = pg_insert if self.db.is_postgres else sqlite_insert
+        new: list[str] = []
+        async with self.db.transaction() as session:
+            for key, chat, payload in events:
+                stmt = (
+                    insert(InboxEvent)
+                    .values(channel=channel, event_key=key, chat=chat, payload=json.dumps(payload, ensure_ascii=False),
+                            status="pending", attempts=0, received_at=utcnow())
+                    .on_conflict_do_nothing(index_elements=["channel", "event_key"])
+                )
+                result = await session.exec(stmt)  # type: ignore[call-overload]
+                if result.rowcount:
+                    new.append(key)
+        return new
+
+    async def pending(self, channel: str) -> list[InboxEvent]:
+        async with self.db.session() as session:
+            rows = await session.exec(
+                select(InboxEvent).where(InboxEvent.channel == channel, InboxEvent.status == "pending").order_by(col(InboxEvent.id))
+            )
+            return list(rows)
+
+    async def get(self, channel: str, key: str) -> InboxEvent | None:
+        async with self.db.session() as session:
+            return (await session.exec(select(InboxEvent).where(InboxEvent.channel == channel, InboxEvent.event_key == key))).first()
+
+    async def highest_key(self, channel: str) -> int | None:
+        """For channels whose keys are increasing numbers (Telegram's update_id)."""
+        async with self.db.session() as session:
+            rows = await session.exec(select(InboxEvent.event_key).where(InboxEvent.channel == channel).order_by(col(InboxEvent.id).desc()).limit(200))
+            keys = [int(k) for k in rows if k.isdigit()]
+            return max(keys) if keys else None
+
+    @staticmethod
+    async def mark_done(session: AsyncSession, row: InboxEvent) -> None:
+        row.status = "done"
+        row.payload = None
+        row.handled_at = utcnow()
+        session.add(row)
+
+    async def mark_failed(self, channel: str, key: str) -> None:
+        """A poison event: kept (without content) so it is not retried forever."""
+        async with self.db.transaction() as session:
+            row = (await session.exec(select(InboxEvent).where(InboxEvent.channel == channel, InboxEvent.event_key == key))).first()
+            if row is not None:
+                row.attempts += 1
+                if row.attempts >= 3:
+                    row.status = "failed"
+                    row.payload = None
+                session.add(row)
+
+    async def count(self, status: str) -> int:
+        async with self.db.session() as session:
+            return (await session.exec(select(func.count()).select_from(InboxEvent).where(InboxEvent.status == status))).one()
+
+
+class ChatLocks:
+    """One lock per chat, so one chat's events run in order and others in parallel."""
+
+    def __init__(self) -> None:
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._users: defaultdict[str, int] = defaultdict(int)
+
+    @asynccontextmanager
+    async def hold(self, chat: str) -> AsyncIterator[None]:
+        self._users[chat] += 1
+        try:
+            async with self._locks[chat]:
+                yield
+        finally:
+            self._users[chat] -= 1
+            if not self._users[chat]:
+                del self._users[chat]
+                self._locks.pop(chat, None)

@@ -1,0 +1,37 @@
+"""Every setting SafeRoute reads, from the environment, in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    telegram_bot_token: str | None = Field(default=None, description="Bot token from @BotFather; without it the bot runs as a terminal chat.")
+    telegram_api_base_url: str = Field(
+        default="https://api.telegram.org/bot",
+        description="Bot API base URL; the token is appended. Point it at a self-hosted Bot API server or the test fake.",
+    )
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{PROJECT_ROOT / 'data' / 'saferoute.db'}",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db.",
+    )
+    flows_dir: Path = Field(default=PROJECT_ROOT / "flows", description="Flow and content files.")
+    locales_dir: Path = Field(default=PROJECT_ROOT / "locales", description="Gettext PO files, one per language.")
+    default_language: str = Field(default="en", description="Language used before a user has chosen one.")
+    poll_timeout: int = Field(default=30, description="Seconds one getUpdates long poll waits.")
+    outbox_lease_seconds: float = Field(
+        default=60.0,
+        description="How long a claimed outgoing message is reserved for its sender; after a crash it is sent again once this passes.",
+    )
+    log_level: str = Field(default="INFO")
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,83 @@
+"""Tables of the conversation core: users, conversation state, inbox and outbox.
+
+Telegram ids are 64-bit, and other channels use opaque strings, so a user's address on
+a channel is kept as text; the channel adapter turns it back into the platform's type.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("channel", "address", name="uq_users_channel_address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=32)
+    address: str = Field(max_length=128, description="The user's id on the channel, as text.")
+    lang: str | None = Field(default=None, max_length=8)
+    reachable: bool = Field(default=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Conversation(SQLModel, table=True):
+    """Where a user is in which flow. One row per user, so any process can continue it."""
+
+    __tablename__ = "conversations"
+
+    user_id: int = Field(primary_key=True, foreign_key="users.id")
+    flow: str | None = Field(default=None, max_length=64)
+    step: str | None = Field(default=None, max_length=64)
+    vars: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class InboxEvent(SQLModel, table=True):
+    """An incoming platform event, stored before it is acted on.
+
+    The unique (channel, event_key) makes a redelivered event a no-op; a row still
+    `pending` after a crash is handled at the next start. The payload is cleared once
+    handled, so user text does not linger here.
+    """
+
+    __tablename__ = "inbox"
+    __table_args__ = (UniqueConstraint("channel", "event_key", name="uq_inbox_channel_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=32)
+    event_key: str = Field(max_length=64)
+    chat: str = Field(max_length=128, index=True)
+    payload: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    status: str = Field(default="pending", max_length=16, index=True)
+    attempts: int = Field(default=0)
+    received_at: datetime = Field(default_factory=utcnow)
+    handled_at: datetime | None = None
+
+
+class OutboxMessage(SQLModel, table=True):
+    """Something to deliver on a channel: written in the same transaction as the state
+    change that caused it, drained by the channel's sender."""
+
+    __tablename__ = "outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=32, index=True)
+    chat: str = Field(max_length=128)
+    kind: str = Field(max_length=32)
+    payload: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    priority: int = Field(default=0, description="Lower goes first: 0 replies, 10 partner deliveries, 20 broadcasts.")
+    status: str = Field(default="pending", max_length=16, index=True)
+    attempts: int = Field(default=0)
+    not_before: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+    result_ref: str | None = Field(default=None, max_length=64, description="Platform id of what was sent.")

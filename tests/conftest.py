@@ -1,0 +1,93 @@
+"""Shared fixtures: a fresh database per test (SQLite, and PostgreSQL when
+TEST_DATABASE_URL is set), the project's real content, and a running Telegram bot
+against the fake Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.app import Core, build_core
+from bot.channels.telegram import TelegramChannel
+from bot.settings import PROJECT_ROOT, Settings
+from tests.fakes.bot_api import FakeBotApi
+from tests.story import TelegramUser
+
+PG_URL = os.environ.get("TEST_DATABASE_URL")
+
+
+async def reset_postgres(url: str) -> None:
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+        await conn.exec_driver_sql("CREATE SCHEMA public")
+    await engine.dispose()
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'saferoute.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each storage test runs on SQLite, and on PostgreSQL when TEST_DATABASE_URL is set."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    if not PG_URL:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    await reset_postgres(PG_URL)
+    return PG_URL
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(database_url=sqlite_url(tmp_path), telegram_bot_token=None,
+                    flows_dir=PROJECT_ROOT / "flows", locales_dir=PROJECT_ROOT / "locales", poll_timeout=5)
+
+
+@pytest.fixture
+async def core(settings: Settings) -> AsyncIterator[Core]:
+    built = await build_core(settings)
+    yield built
+    await built.close()
+
+
+@pytest.fixture
+async def fake_api() -> AsyncIterator[FakeBotApi]:
+    async with FakeBotApi() as fake:
+        yield fake
+
+
+class RunningBot:
+    """The Telegram channel running for real (fetch loop and sender) in this event loop."""
+
+    def __init__(self, core: Core, fake: FakeBotApi) -> None:
+        self.core, self.fake = core, fake
+        self.channel = TelegramChannel(fake.token, fake.base_url, core.conversations, core.inbox, core.outbox,
+                                       core.flows, core.texts, poll_timeout=5)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.channel.run())
+        await self.fake.wait_for(lambda: self.fake.commands)
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    def user(self, user_id: int, language_code: str | None = None) -> TelegramUser:
+        return TelegramUser(self.fake, user_id, language_code)
+
+
+@pytest.fixture
+async def running_bot(core: Core, fake_api: FakeBotApi) -> AsyncIterator[RunningBot]:
+    bot = RunningBot(core, fake_api)
+    await bot.start()
+    yield bot
+    await bot.stop()

@@ -1,0 +1,361 @@
+"""A local fake of the Telegram Bot API, served over real HTTP by aiohttp.
+
+python-telegram-bot talks to it exactly as it would to api.telegram.org. It keeps chats,
+messages and pending updates in memory, refuses what Telegram refuses (unknown token or
+chat, text over 4096 characters, button data over 64 bytes, malformed HTML, a user who
+blocked the bot), and lets a test play the users: send text, press buttons, and wait for
+what the bot sent. Benchmarks reuse it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+
+from aiohttp import web
+
+TEXT_LIMIT = 4096
+CALLBACK_LIMIT = 64
+TELEGRAM_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "span", "tg-spoiler", "blockquote", "tg-emoji"}
+ENTITY_OR_AMP = re.compile(r"&(?![a-zA-Z]+;|#[0-9]+;|#x[0-9a-fA-F]+;)")
+JSON_FIELDS = {"reply_markup", "commands", "allowed_updates", "entities", "scope", "link_preview_options", "reply_parameters"}
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, description: str, parameters: dict[str, Any] | None = None) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+        self.parameters = parameters
+
+
+class _EntityParser(HTMLParser):
+    """Parses like Telegram: only its tags, properly nested; returns the visible text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.text: list[str] = []
+        self.error: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in TELEGRAM_TAGS:
+            self.error = self.error or f'Unsupported start tag "{tag}"'
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.error = self.error or f'Unmatched end tag "{tag}"'
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def visible_text(html_text: str) -> str:
+    """The text a user sees, or ApiError as Telegram would raise it for bad markup."""
+    if html_text.count("<") != html_text.count(">"):
+        raise ApiError(400, "Bad Request: can't parse entities: unclosed or stray '<'")
+    if ENTITY_OR_AMP.search(html_text):
+        raise ApiError(400, "Bad Request: can't parse entities: character '&' is reserved")
+    parser = _EntityParser()
+    parser.feed(html_text)
+    parser.close()
+    if parser.error or parser.stack:
+        raise ApiError(400, f"Bad Request: can't parse entities: {parser.error or 'unclosed tag ' + parser.stack[-1]}")
+    return "".join(parser.text)
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+@dataclass
+class SentMessage:
+    message_id: int
+    chat_id: int
+    text: str
+    html: str
+    buttons: list[list[dict[str, Any]]] = field(default_factory=list)
+    deleted: bool = False
+
+    @property
+    def labels(self) -> list[str]:
+        return [b["text"] for row in self.buttons for b in row]
+
+    def button(self, label: str) -> dict[str, Any]:
+        for row in self.buttons:
+            for b in row:
+                if b["text"] == label:
+                    return b
+        raise AssertionError(f"no button {label!r} in {self.labels}")
+
+
+@dataclass
+class FakeUser:
+    id: int
+    first_name: str
+    language_code: str | None = None
+    blocked_bot: bool = False
+
+
+class FakeBotApi:
+    def __init__(self, token: str = "123456:TEST-TOKEN", *, bot_id: int = 123456, username: str = "saferoute_test_bot") -> None:
+        self.token = token
+        self.bot = {"id": bot_id, "is_bot": True, "first_name": "SafeRoute", "username": username,
+                    "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+        self.users: dict[int, FakeUser] = {}
+        self.messages: dict[int, list[SentMessage]] = {}
+        self.updates: list[dict[str, Any]] = []
+        self.commands: dict[str | None, list[dict[str, str]]] = {}
+        self.callback_answers: list[str] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.errors: list[tuple[str, str]] = []
+        self.hold_sends: asyncio.Event | None = None
+        self._fail_next: dict[str, list[ApiError]] = {}
+        self._ids = itertools.count(1)
+        self._update_ids = itertools.count(1000)
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- server --------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/bot"
+
+    async def __aenter__(self) -> FakeBotApi:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        if request.content_type == "application/json":
+            return dict(await request.json())
+        form = await request.post()
+        params: dict[str, Any] = {}
+        for key, value in form.items():
+            text = value if isinstance(value, str) else ""
+            params[key] = json.loads(text) if key in JSON_FIELDS else text
+        params.update({k: v for k, v in request.query.items() if k not in params})
+        return params
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        if request.match_info["token"] != self.token:
+            return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+        params = await self._params(request)
+        self.calls.append((method, params))
+        handler = getattr(self, f"api_{method}", None)
+        try:
+            if handler is None:
+                raise ApiError(404, "Not Found: method not found")
+            queued = self._fail_next.get(method)
+            if queued:
+                raise queued.pop(0)
+            result = await handler(params)
+        except ApiError as err:
+            self.errors.append((method, err.description))
+            body: dict[str, Any] = {"ok": False, "error_code": err.code, "description": err.description}
+            if err.parameters:
+                body["parameters"] = err.parameters
+            return web.json_response(body, status=err.code)
+        return web.json_response({"ok": True, "result": result})
+
+    # -- helpers for tests -------------------------------------------------------------------
+
+    def fail_next(self, method: str, code: int, description: str, **parameters: Any) -> None:
+        self._fail_next.setdefault(method, []).append(ApiError(code, description, parameters or None))
+
+    def add_user(self, user_id: int, first_name: str = "Test", language_code: str | None = None) -> FakeUser:
+        user = FakeUser(user_id, first_name, language_code)
+        self.users[user_id] = user
+        self.messages.setdefault(user_id, [])
+        return user
+
+    def _user_json(self, user: FakeUser) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": user.id, "is_bot": False, "first_name": user.first_name}
+        if user.language_code:
+            data["language_code"] = user.language_code
+        return data
+
+    def _chat_json(self, user: FakeUser) -> dict[str, Any]:
+        return {"id": user.id, "type": "private", "first_name": user.first_name}
+
+    async def push_update(self, update: dict[str, Any]) -> int:
+        async with self._changed:
+            self.updates.append(update)
+            self._changed.notify_all()
+        return int(update["update_id"])
+
+    async def user_sends(self, user_id: int, text: str) -> int:
+        user = self.users[user_id]
+        message: dict[str, Any] = {"message_id": next(self._ids), "date": int(time.time()), "chat": self._chat_json(user),
+                                   "from": self._user_json(user), "text": text}
+        if text.startswith("/"):
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+        return await self.push_update({"update_id": next(self._update_ids), "message": message})
+
+    async def user_presses(self, user_id: int, message: SentMessage, label: str) -> int:
+        user = self.users[user_id]
+        data = message.button(label)["callback_data"]
+        bot_message = {"message_id": message.message_id, "date": int(time.time()), "chat": self._chat_json(user),
+                       "from": {k: self.bot[k] for k in ("id", "is_bot", "first_name", "username")}, "text": message.text}
+        query = {"id": str(next(self._ids)), "from": self._user_json(user), "message": bot_message,
+                 "chat_instance": str(user.id), "data": data}
+        return await self.push_update({"update_id": next(self._update_ids), "callback_query": query})
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Wait until predicate() is truthy; the timeout only guards a failing test."""
+        async def _wait() -> Any:
+            async with self._changed:
+                while not (result := predicate()):
+                    await self._changed.wait()
+                return result
+        return await asyncio.wait_for(_wait(), timeout)
+
+    def sent_to(self, chat_id: int) -> list[SentMessage]:
+        return [m for m in self.messages.get(chat_id, []) if not m.deleted]
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- Bot API methods ----------------------------------------------------------------------
+
+    async def api_getMe(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self.bot
+
+    async def api_deleteWebhook(self, params: dict[str, Any]) -> bool:
+        return True
+
+    async def api_getUpdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        timeout = float(params.get("timeout") or 0)
+        limit = int(params.get("limit") or 100)
+        async with self._changed:
+            if offset:
+                self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            if not self.updates and timeout > 0:
+                try:
+                    await asyncio.wait_for(self._changed.wait_for(lambda: bool(self.updates)), timeout)
+                except TimeoutError:
+                    pass
+            allowed = params.get("allowed_updates")
+            result = [u for u in self.updates if not allowed or any(k in u for k in allowed)]
+            return result[:limit]
+
+    def _chat(self, params: dict[str, Any]) -> int:
+        try:
+            chat_id = int(params["chat_id"])
+        except (KeyError, ValueError) as exc:
+            raise ApiError(400, "Bad Request: chat_id is empty") from exc
+        if chat_id not in self.users:
+            raise ApiError(400, "Bad Request: chat not found")
+        if self.users[chat_id].blocked_bot:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
+        return chat_id
+
+    def _buttons(self, params: dict[str, Any]) -> list[list[dict[str, Any]]]:
+        markup = params.get("reply_markup") or {}
+        rows = markup.get("inline_keyboard", []) if isinstance(markup, dict) else []
+        for row in rows:
+            for button in row:
+                data = button.get("callback_data")
+                if data is not None and not 1 <= len(data.encode()) <= CALLBACK_LIMIT:
+                    raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+                if not button.get("text"):
+                    raise ApiError(400, "Bad Request: text buttons are unallowed in the inline keyboard")
+        return rows
+
+    def _render(self, params: dict[str, Any]) -> tuple[str, str]:
+        html_text = str(params.get("text") or "")
+        text = visible_text(html_text) if params.get("parse_mode") == "HTML" else html_text
+        if not text.strip():
+            raise ApiError(400, "Bad Request: message text is empty")
+        if utf16_len(text) > TEXT_LIMIT:
+            raise ApiError(400, "Bad Request: message is too long")
+        return text, html_text
+
+    def _message_json(self, message: SentMessage) -> dict[str, Any]:
+        user = self.users[message.chat_id]
+        data: dict[str, Any] = {"message_id": message.message_id, "date": int(time.time()), "chat": self._chat_json(user),
+                                "from": {k: self.bot[k] for k in ("id", "is_bot", "first_name", "username")}, "text": message.text}
+        if message.buttons:
+            data["reply_markup"] = {"inline_keyboard": message.buttons}
+        return data
+
+    def _find(self, chat_id: int, message_id: Any) -> SentMessage:
+        for message in self.messages.get(chat_id, []):
+            if message.message_id == int(message_id) and not message.deleted:
+                return message
+        raise ApiError(400, "Bad Request: message to edit not found")
+
+    async def api_sendMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._chat(params)
+        text, html_text = self._render(params)
+        buttons = self._buttons(params)
+        if self.hold_sends is not None:
+            await self.hold_sends.wait()
+        message = SentMessage(next(self._ids), chat_id, text, html_text, buttons)
+        self.messages[chat_id].append(message)
+        await self._notify()
+        return self._message_json(message)
+
+    async def api_editMessageText(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._chat(params)
+        message = self._find(chat_id, params.get("message_id"))
+        message.text, message.html = self._render(params)
+        message.buttons = self._buttons(params)
+        await self._notify()
+        return self._message_json(message)
+
+    async def api_editMessageReplyMarkup(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._chat(params)
+        message = self._find(chat_id, params.get("message_id"))
+        buttons = self._buttons(params)
+        if buttons == message.buttons:
+            raise ApiError(400, "Bad Request: message is not modified")
+        message.buttons = buttons
+        await self._notify()
+        return self._message_json(message)
+
+    async def api_deleteMessage(self, params: dict[str, Any]) -> bool:
+        chat_id = self._chat(params)
+        self._find(chat_id, params.get("message_id")).deleted = True
+        await self._notify()
+        return True
+
+    async def api_answerCallbackQuery(self, params: dict[str, Any]) -> bool:
+        self.callback_answers.append(str(params.get("callback_query_id")))
+        await self._notify()
+        return True
+
+    async def api_setMyCommands(self, params: dict[str, Any]) -> bool:
+        commands = params.get("commands") or []
+        for command in commands:
+            if not 1 <= len(command.get("command", "")) <= 32 or not 1 <= len(command.get("description", "")) <= 256:
+                raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
+        self.commands[params.get("language_code") or None] = commands
+        return True
+
+    async def api_getMyCommands(self, params: dict[str, Any]) -> list[dict[str, str]]:
+        return self.commands.get(params.get("language_code") or None, [])

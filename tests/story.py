@@ -1,0 +1,60 @@
+"""Writing end-to-end tests as transcripts: a user says something, the bot answers.
+
+    user = bot.user(2001, "lo")
+    await user.send("/start")
+    choice = await user.expect("language")
+    await user.press("ລາວ")
+"""
+
+from __future__ import annotations
+
+import re
+
+from tests.fakes.bot_api import FakeBotApi, SentMessage
+
+
+class TelegramUser:
+    def __init__(self, fake: FakeBotApi, user_id: int, language_code: str | None = None, first_name: str = "Test") -> None:
+        self.fake = fake
+        self.id = user_id
+        if user_id not in fake.users:
+            fake.add_user(user_id, first_name, language_code)
+        self.seen = 0
+        self.last: SentMessage | None = None
+
+    async def send(self, text: str) -> None:
+        await self.fake.user_sends(self.id, text)
+
+    async def expect(self, pattern: str, timeout: float = 10.0) -> SentMessage:
+        """The next message from the bot whose text matches pattern (a regex); earlier
+        non-matching messages are skipped over."""
+        regex = re.compile(pattern, re.S)
+
+        def find() -> SentMessage | None:
+            messages = self.fake.messages.get(self.id, [])
+            for index in range(self.seen, len(messages)):
+                if regex.search(messages[index].text):
+                    self.seen = index + 1
+                    return messages[index]
+            return None
+
+        try:
+            message = await self.fake.wait_for(find, timeout)
+        except TimeoutError:
+            got = [m.text[:120] for m in self.fake.messages.get(self.id, [])[self.seen:]]
+            raise AssertionError(f"no message matching {pattern!r}; got {got}") from None
+        self.last = message
+        return message
+
+    async def press(self, label: str, message: SentMessage | None = None) -> None:
+        target = message or self._latest_with(label)
+        await self.fake.user_presses(self.id, target, label)
+
+    def _latest_with(self, label: str) -> SentMessage:
+        for message in reversed(self.fake.messages.get(self.id, [])):
+            if label in message.labels:
+                return message
+        raise AssertionError(f"no message with a button {label!r}")
+
+    def all_text(self) -> str:
+        return "\n".join(m.text for m in self.fake.messages.get(self.id, []))
