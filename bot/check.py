@@ -48,7 +48,7 @@ def script_problem(lang: str, text: str) -> str | None:
         if native / len(letters) < 0.4:
             return f"not in {SCRIPT_NAMES[lang]} script ({native} of {len(letters)} letters are)"
         return None
-    foreign = [ch for ch in letters if ord(ch) > 0x24F]
+    foreign = [ch for ch in letters if ord(ch) > 0x24F and not 0x1E00 <= ord(ch) <= 0x1EFF]
     if len(foreign) / len(letters) > 0.2:
         return f"not in Latin script ({len(foreign)} of {len(letters)} letters are other scripts)"
     if lang == "vi" and len(letters) >= 20:

@@ -60,11 +60,20 @@ class Database:
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    # SQLAlchemy, not the sqlite3 module, decides when transactions begin (see _begin_immediate).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _begin_immediate(conn: Connection) -> None:
+    """Take SQLite's write lock when a transaction starts. A transaction that reads and
+    then writes would otherwise fail at once with "database is locked" whenever another
+    connection writes in between, as busy_timeout does not cover that upgrade."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 async def connect(url: str, *, migrate: bool = True) -> Database:
@@ -74,6 +83,7 @@ async def connect(url: str, *, migrate: bool = True) -> Database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _begin_immediate)
     else:
         engine = create_async_engine(url, pool_pre_ping=True)
     db = Database(engine)

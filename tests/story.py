@@ -20,6 +20,7 @@ class TelegramUser:
         if user_id not in fake.users:
             fake.add_user(user_id, first_name, language_code)
         self.seen = 0
+        self.pressed_upto = 0
         self.last: SentMessage | None = None
 
     async def send(self, text: str) -> None:
@@ -46,15 +47,23 @@ class TelegramUser:
         self.last = message
         return message
 
-    async def press(self, label: str, message: SentMessage | None = None) -> None:
-        target = message or self._latest_with(label)
-        await self.fake.user_presses(self.id, target, label)
+    async def press(self, label: str, message: SentMessage | None = None, timeout: float = 10.0) -> None:
+        """Press a button: on the given message, else on the newest message carrying that
+        label that came after the last message pressed (waiting for it to arrive)."""
+        if message is None:
+            try:
+                message = await self.fake.wait_for(lambda: self._newest_with(label), timeout)
+            except TimeoutError:
+                labels = [m.labels for m in self.fake.messages.get(self.id, [])[-3:]]
+                raise AssertionError(f"no new message with a button {label!r}; last buttons: {labels}") from None
+        self.pressed_upto = max(self.pressed_upto, message.message_id)
+        await self.fake.user_presses(self.id, message, label)
 
-    def _latest_with(self, label: str) -> SentMessage:
+    def _newest_with(self, label: str) -> SentMessage | None:
         for message in reversed(self.fake.messages.get(self.id, [])):
-            if label in message.labels:
+            if message.message_id > self.pressed_upto and label in message.labels:
                 return message
-        raise AssertionError(f"no message with a button {label!r}")
+        return None
 
     def all_text(self) -> str:
         return "\n".join(m.text for m in self.fake.messages.get(self.id, []))

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "telegram"
 ALLOWED_UPDATES = ["message", "callback_query"]
+HANDLE_ATTEMPTS = 3
 
 
 def event_from_update(update: Update) -> tuple[Event, list[Receipt]] | None:
@@ -200,7 +201,14 @@ class TelegramChannel:
                     await Inbox.mark_done(session, row)  # type: ignore[arg-type]
             return
         event, receipts = converted
-        await self.conversations.handle(event, inbox_key=key, receipts=receipts)
+        for attempt in range(HANDLE_ATTEMPTS):
+            try:
+                await self.conversations.handle(event, inbox_key=key, receipts=receipts)
+                return
+            except Exception as exc:  # the database may be briefly unavailable
+                log.warning("update %s: attempt %d failed (%s)", key, attempt + 1, type(exc).__name__)
+                await asyncio.sleep(0.2 * 2**attempt)
+        log.error("update %s: giving up for now; it stays in the inbox for the next start", key)
 
     # -- sending --------------------------------------------------------------------------------
 

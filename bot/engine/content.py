@@ -30,7 +30,9 @@ class Source:
 
     @property
     def label(self) -> str:
-        return ", ".join(part for part in (self.publisher, self.where, self.date) if part and part != "–")
+        """Short enough for a phone screen: where to find it, else who published it; and when."""
+        place = self.where if self.where and self.where != "–" else self.publisher
+        return f"{place} ({self.date})" if self.date and self.date != "–" else place
 
 
 @dataclass

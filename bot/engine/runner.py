@@ -214,6 +214,7 @@ class Engine:
                 self._show_facts(turn, self._fill(turn, step.facts))
             if step.hotlines:
                 self._show_hotlines(turn, self._fill(turn, step.hotlines))
+            target = self._resolve(turn, step.goto) if step.goto else None
             for name in step.clear:
                 turn.values.pop(name, None)
             if step.choices or step.ask:
@@ -221,8 +222,7 @@ class Engine:
                 if step.choices:
                     self._flush(turn, self._buttons(turn, flow_id, step), step.columns)
                 return
-            if step.goto:
-                target = self._resolve(turn, step.goto)
+            if target:
                 flow_id, step_id = target, self.flows.flows[target].start
                 continue
             if step.next:

@@ -115,6 +115,7 @@ class FakeBotApi:
         self.users: dict[int, FakeUser] = {}
         self.messages: dict[int, list[SentMessage]] = {}
         self.updates: list[dict[str, Any]] = []
+        self.delivered: list[dict[str, Any]] = []
         self.commands: dict[str | None, list[dict[str, str]]] = {}
         self.callback_answers: list[str] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -125,6 +126,7 @@ class FakeBotApi:
         self._update_ids = itertools.count(1000)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
+        self._closing = False
         self.port = 0
 
     # -- server --------------------------------------------------------------------------
@@ -136,7 +138,9 @@ class FakeBotApi:
     async def __aenter__(self) -> FakeBotApi:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        # A client that disconnects mid-request (a killed bot) cancels its request, as a
+        # request that never completed does not reach Telegram's side either.
+        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -144,6 +148,8 @@ class FakeBotApi:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
+        await self._notify()
         if self._runner:
             await self._runner.cleanup()
 
@@ -164,6 +170,7 @@ class FakeBotApi:
             return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
         params = await self._params(request)
         self.calls.append((method, params))
+        await self._notify()
         handler = getattr(self, f"api_{method}", None)
         try:
             if handler is None:
@@ -256,12 +263,13 @@ class FakeBotApi:
                 self.updates = [u for u in self.updates if u["update_id"] >= offset]
             if not self.updates and timeout > 0:
                 try:
-                    await asyncio.wait_for(self._changed.wait_for(lambda: bool(self.updates)), timeout)
+                    await asyncio.wait_for(self._changed.wait_for(lambda: bool(self.updates) or self._closing), timeout)
                 except TimeoutError:
                     pass
             allowed = params.get("allowed_updates")
-            result = [u for u in self.updates if not allowed or any(k in u for k in allowed)]
-            return result[:limit]
+            result = [u for u in self.updates if not allowed or any(k in u for k in allowed)][:limit]
+            self.delivered.extend(u for u in result if u not in self.delivered)
+            return result
 
     def _chat(self, params: dict[str, Any]) -> int:
         try:
@@ -355,6 +363,7 @@ class FakeBotApi:
             if not 1 <= len(command.get("command", "")) <= 32 or not 1 <= len(command.get("description", "")) <= 256:
                 raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
         self.commands[params.get("language_code") or None] = commands
+        await self._notify()
         return True
 
     async def api_getMyCommands(self, params: dict[str, Any]) -> list[dict[str, str]]:

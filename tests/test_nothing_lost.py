@@ -1,0 +1,124 @@
+"""An update is never lost and never answered twice: restarts, redeliveries and kills."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.app import build_core
+from bot.settings import PROJECT_ROOT, Settings
+from tests.conftest import RunningBot
+from tests.fakes.bot_api import FakeBotApi
+from tests.story import TelegramUser
+
+
+def settings_for(url: str) -> Settings:
+    return Settings(database_url=url, flows_dir=PROJECT_ROOT / "flows", locales_dir=PROJECT_ROOT / "locales", poll_timeout=5)
+
+
+async def test_a_restart_in_the_middle_of_a_flow_resumes_it(database_url: str, fake_api: FakeBotApi) -> None:
+    core = await build_core(settings_for(database_url))
+    bot = RunningBot(core, fake_api)
+    await bot.start()
+    user = bot.user(5001, "en")
+    await user.send("/start")
+    await user.press("English")
+    await user.press("🧭 Go abroad to work safely")
+    origin = await user.expect("Which country are you from")
+    await bot.stop()
+    await core.close()
+
+    core = await build_core(settings_for(database_url))
+    bot = RunningBot(core, fake_api)
+    await bot.start()
+    try:
+        await user.press("Vietnam", origin)
+        await user.expect("Where do you want to work")
+        await user.press("Japan")
+        await user.expect("What would you like to know")
+    finally:
+        await bot.stop()
+        await core.close()
+
+
+async def test_an_update_delivered_twice_is_answered_once(running_bot: RunningBot) -> None:
+    fake = running_bot.fake
+    user = running_bot.user(5002, "en")
+    await user.send("/start")
+    await user.expect("Please choose your language")
+    first = next(u for u in fake.calls if u[0] == "getUpdates")  # the bot is polling
+    assert first
+
+    duplicate = copy.deepcopy(next(u for u in fake.delivered if "message" in u))
+    await fake.push_update(duplicate)
+    await user.send("/help")
+    await user.expect("Press the buttons")
+    pickers = [m for m in fake.sent_to(user.id) if m.text.startswith("Please choose your language")]
+    assert len(pickers) == 1
+
+
+async def test_an_update_fetched_but_not_handled_before_a_crash_is_answered_after_restart(settings: Settings, fake_api: FakeBotApi) -> None:
+    from bot.channels.telegram import TelegramChannel
+
+    user = TelegramUser(fake_api, 5003, "en")
+    await user.send("/start")
+
+    core = await build_core(settings)
+    doomed = TelegramChannel(fake_api.token, fake_api.base_url, core.conversations, core.inbox, core.outbox, core.flows, core.texts)
+    await doomed.app.initialize()
+    stored = await doomed.fetch_once(timeout=0)
+    assert len(stored) == 1
+    for task in list(doomed._tasks):  # the process dies before it handles the update
+        task.cancel()
+    await asyncio.gather(*doomed._tasks, return_exceptions=True)
+    await doomed.app.shutdown()
+    await core.close()
+    assert fake_api.sent_to(5003) == []
+
+    core = await build_core(settings)
+    bot = RunningBot(core, fake_api)
+    await bot.start()
+    try:
+        await user.expect("Please choose your language")
+        await user.send("/help")
+        await user.expect("Press the buttons")
+        assert len([m for m in fake_api.sent_to(5003) if m.text.startswith("Please choose")]) == 1
+    finally:
+        await bot.stop()
+        await core.close()
+
+
+def _start_bot(fake: FakeBotApi, db_path: Path) -> subprocess.Popen[bytes]:
+    """`python -m bot run` in its own process, so that it can really be killed."""
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": fake.token, "TELEGRAM_API_BASE_URL": fake.base_url,
+           "DATABASE_URL": f"sqlite+aiosqlite:///{db_path}", "POLL_TIMEOUT": "2", "OUTBOX_LEASE_SECONDS": "1"}
+    log = (db_path.parent / "bot.log").open("ab")
+    return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log)
+
+
+async def test_a_process_killed_before_answering_answers_once_after_restart(fake_api: FakeBotApi, tmp_path: Path) -> None:
+    user = TelegramUser(fake_api, 5004, "en")
+    held = fake_api.hold_sends = asyncio.Event()  # sendMessage hangs: the answer cannot get out
+    process = _start_bot(fake_api, tmp_path / "bot.db")
+    try:
+        await user.send("/start")
+        await fake_api.wait_for(lambda: any(m == "sendMessage" for m, _ in fake_api.calls), timeout=30)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        assert fake_api.sent_to(5004) == []
+
+        fake_api.hold_sends = None
+        process = _start_bot(fake_api, tmp_path / "bot.db")
+        await user.expect("Please choose your language", timeout=30)
+        await user.send("/help")
+        await user.expect("Press the buttons", timeout=30)
+        assert len([m for m in fake_api.sent_to(5004) if m.text.startswith("Please choose")]) == 1
+    finally:
+        held.set()
+        process.terminate()
+        process.wait(timeout=10)
