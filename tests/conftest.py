@@ -74,7 +74,8 @@ class RunningBot:
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self.channel.run())
-        await self.fake.wait_for(lambda: self.fake.commands)
+        polls = sum(1 for method, _ in self.fake.calls if method == "getUpdates")
+        await self.fake.wait_for(lambda: sum(1 for method, _ in self.fake.calls if method == "getUpdates") > polls)
 
     async def stop(self) -> None:
         if self.task:
