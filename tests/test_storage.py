@@ -1,0 +1,99 @@
+"""The inbox and outbox on SQLite and, when TEST_DATABASE_URL is set, on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlmodel import select
+
+from bot.inbox import ChatLocks, Inbox
+from bot.outbox import Outbox, Rejected, RecipientGone, RetryLater, Sender
+from storage import connect
+from storage.models import OutboxMessage, User
+
+BIG = 9_007_199_254_740_993  # beyond 2**53: must survive as an exact 64-bit id
+
+
+async def test_a_redelivered_event_is_stored_once(database_url: str) -> None:
+    db = await connect(database_url)
+    inbox = Inbox(db)
+    try:
+        assert await inbox.store("telegram", [("1001", str(BIG), {"text": "hi"})]) == ["1001"]
+        assert await inbox.store("telegram", [("1001", str(BIG), {"text": "hi"}), ("1002", "5", {})]) == ["1002"]
+        pending = await inbox.pending("telegram")
+        assert [(row.event_key, row.chat) for row in pending] == [("1001", str(BIG)), ("1002", "5")]
+        assert await inbox.highest_key("telegram") == 1002
+    finally:
+        await db.close()
+
+
+async def test_two_senders_never_claim_the_same_row(database_url: str) -> None:
+    db = await connect(database_url)
+    outbox = Outbox(db)
+    try:
+        async with db.transaction() as session:
+            for n in range(40):
+                Outbox.add(session, "telegram", str(BIG + n), "message", {"text": f"m{n}"})
+        first, second = await asyncio.gather(outbox.claim("telegram", limit=25), outbox.claim("telegram", limit=25))
+        ids = [row.id for row in first + second]
+        assert len(ids) == len(set(ids)) == 40
+    finally:
+        await db.close()
+
+
+async def test_replies_go_before_broadcasts_and_failures_are_sorted_out(database_url: str) -> None:
+    db = await connect(database_url)
+    outbox = Outbox(db)
+    async with db.transaction() as session:
+        session.add(User(channel="telegram", address="3", lang="en"))
+        Outbox.add(session, "telegram", "1", "message", {"text": "broadcast"}, priority=20)
+        Outbox.add(session, "telegram", "2", "message", {"text": "reply"}, priority=0)
+        Outbox.add(session, "telegram", "3", "message", {"text": "to someone who blocked the bot"}, priority=0)
+        Outbox.add(session, "telegram", "4", "message", {"text": "refused"}, priority=0)
+        Outbox.add(session, "telegram", "5", "message", {"text": "rate limited"}, priority=0)
+    order: list[str] = []
+
+    async def deliver(row: OutboxMessage, payload: dict) -> str | None:
+        order.append(payload["text"])
+        if row.chat == "3":
+            raise RecipientGone()
+        if row.chat == "4":
+            raise Rejected("bad request")
+        if row.chat == "5":
+            raise RetryLater(3600)
+        return "42"
+
+    try:
+        await Sender(outbox, "telegram", deliver).drain()
+        assert order[0] == "reply" and order[-1] == "broadcast"
+        statuses = await outbox.counts()
+        assert statuses == {"sent": 2, "unreachable": 1, "failed": 1, "pending": 1}
+        async with db.session() as session:
+            user = (await session.exec(select(User).where(User.address == "3"))).one()
+            assert user.reachable is False
+            sent = (await session.exec(select(OutboxMessage).where(OutboxMessage.status == "sent"))).all()
+            assert all(row.payload is None for row in sent), "what was sent is not kept"
+    finally:
+        await db.close()
+
+
+async def test_one_chat_in_order_other_chats_in_parallel() -> None:
+    locks = ChatLocks()
+    events: list[str] = []
+    release = asyncio.Event()
+
+    async def handle(chat: str, name: str, wait: bool) -> None:
+        async with locks.hold(chat):
+            events.append(f"start {name}")
+            if wait:
+                await release.wait()
+            events.append(f"end {name}")
+
+    first = asyncio.create_task(handle("a", "a1", True))
+    second = asyncio.create_task(handle("a", "a2", False))
+    other = asyncio.create_task(handle("b", "b1", False))
+    await other
+    assert events == ["start a1", "start b1", "end b1"]
+    release.set()
+    await asyncio.gather(first, second)
+    assert events[3:] == ["end a1", "start a2", "end a2"]
