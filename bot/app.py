@@ -14,7 +14,7 @@ from bot.engine.runner import Engine
 from bot.inbox import Inbox
 from bot.outbox import Outbox
 from bot.settings import Settings
-from storage import Database, connect
+from storage import Database, connect, crypto
 
 
 @dataclass
@@ -42,6 +42,7 @@ def load_engine(settings: Settings) -> tuple[FlowSet, Content, Translator, Engin
 
 async def build_core(settings: Settings) -> Core:
     flows, content, texts, engine = load_engine(settings)
+    crypto.use(crypto.Vault(crypto.load_keys(settings.saferoute_keys, settings.key_file)))
     db = await connect(settings.database_url)
     inbox, outbox = Inbox(db), Outbox(db, lease=timedelta(seconds=settings.outbox_lease_seconds))
     return Core(settings, db, flows, content, texts, engine, inbox, outbox, Conversations(db, engine, inbox, outbox))

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from bot.engine.events import Event, Message
+from bot.engine.events import Deletion, Event, Message, Output
 from bot.engine.runner import Engine
 from bot.inbox import Inbox
 from bot.outbox import Outbox
@@ -27,7 +27,7 @@ class Conversations:
         self.inbox = inbox
         self.outbox = outbox
 
-    async def handle(self, event: Event, *, inbox_key: str | None = None, receipts: list[Receipt] | None = None) -> list[Message]:
+    async def handle(self, event: Event, *, inbox_key: str | None = None, receipts: list[Receipt] | None = None) -> list[Output]:
         """Handle an event exactly once per inbox key; return what was queued for the user."""
         async with self.db.transaction() as session:
             row = None
@@ -44,9 +44,12 @@ class Conversations:
                     messages = await self.engine.handle(session, event)
             except Exception:
                 log.exception("engine failed on %s event %s", event.channel, inbox_key or "-")
-                messages = [await self._apology(session, event)]
-            for message in messages:
-                Outbox.add(session, event.channel, event.reply_to, "message", message.to_payload())
+                messages: list[Output] = [await self._apology(session, event)]
+            for output in messages:
+                if isinstance(output, Deletion):
+                    Outbox.add(session, event.channel, event.reply_to, "delete", {"message_id": output.ref})
+                else:
+                    Outbox.add(session, event.channel, event.reply_to, "message", output.to_payload())
             if row is not None:
                 await Inbox.mark_done(session, row)
         self.outbox.notify()

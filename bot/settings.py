@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         default=60.0,
         description="How long a claimed outgoing message is reserved for its sender; after a crash it is sent again once this passes.",
     )
+    saferoute_keys: str | None = Field(
+        default=None,
+        description="Comma-separated Fernet keys for data at rest; the first encrypts. Unset: a key file in data/ is made and used.",
+    )
+    key_file: Path = Field(default=PROJECT_ROOT / "data" / "secret.key", description="Where the local key lives when SAFEROUTE_KEYS is unset.")
     log_level: str = Field(default="INFO")
 
 

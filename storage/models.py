@@ -9,8 +9,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from storage.crypto import EncryptedJSON, EncryptedText
 
 
 def utcnow() -> datetime:
@@ -37,7 +39,7 @@ class Conversation(SQLModel, table=True):
     user_id: int = Field(primary_key=True, foreign_key="users.id")
     flow: str | None = Field(default=None, max_length=64)
     step: str | None = Field(default=None, max_length=64)
-    vars: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    vars: dict[str, Any] = Field(default_factory=dict, sa_column=Column(EncryptedJSON, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow)
 
 
@@ -56,7 +58,7 @@ class InboxEvent(SQLModel, table=True):
     channel: str = Field(max_length=32)
     event_key: str = Field(max_length=64)
     chat: str = Field(max_length=128, index=True)
-    payload: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    payload: str | None = Field(default=None, sa_column=Column(EncryptedText, nullable=True))
     status: str = Field(default="pending", max_length=16, index=True)
     attempts: int = Field(default=0)
     received_at: datetime = Field(default_factory=utcnow)
@@ -73,7 +75,7 @@ class OutboxMessage(SQLModel, table=True):
     channel: str = Field(max_length=32, index=True)
     chat: str = Field(max_length=128)
     kind: str = Field(max_length=32)
-    payload: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    payload: str | None = Field(default=None, sa_column=Column(EncryptedText, nullable=True))
     priority: int = Field(default=0, description="Lower goes first: 0 replies, 10 partner deliveries, 20 broadcasts.")
     status: str = Field(default="pending", max_length=16, index=True)
     attempts: int = Field(default=0)

@@ -10,15 +10,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import Core, build_core
 from bot.channels.telegram import TelegramChannel
 from bot.settings import PROJECT_ROOT, Settings
 from tests.fakes.bot_api import FakeBotApi
+from storage import crypto
 from tests.story import TelegramUser
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
+TEST_KEY = Fernet.generate_key().decode()
+os.environ.setdefault("SAFEROUTE_KEYS", TEST_KEY)  # for `python -m bot` run by tests
+crypto.use(crypto.Vault([os.environ["SAFEROUTE_KEYS"]]))
 
 
 async def reset_postgres(url: str) -> None:

@@ -14,7 +14,8 @@ import json
 import logging
 from typing import Any
 
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import BotCommand, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import Message as TgMessage
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.ext import Application, ContextTypes, TypeHandler
@@ -34,29 +35,42 @@ ALLOWED_UPDATES = ["message", "callback_query"]
 HANDLE_ATTEMPTS = 3
 
 
+def _attachments(message: TgMessage) -> list[dict[str, str]]:
+    found: list[dict[str, str]] = []
+    if message.photo:
+        found.append({"kind": "photo", "file_id": message.photo[-1].file_id})
+    for kind in ("voice", "audio", "video", "document", "video_note"):
+        media = getattr(message, kind)
+        if media is not None:
+            found.append({"kind": kind, "file_id": media.file_id})
+    return found
+
+
 def event_from_update(update: Update) -> tuple[Event, list[Receipt]] | None:
     """The channel-neutral event for an update, and what Telegram needs done in return."""
     if update.callback_query is not None:
         query = update.callback_query
         receipts: list[Receipt] = [("ack", {"callback_id": query.id})]
+        chat = str(query.message.chat.id) if query.message is not None else str(query.from_user.id)
         if query.message is not None:
             receipts.append(("clear_buttons", {"message_id": query.message.message_id}))
-            chat = str(query.message.chat.id)
-        else:
-            chat = str(query.from_user.id)
-        if query.message is not None and query.message.chat.type != "private":
-            return None
-        return Event(CHANNEL, str(query.from_user.id), choice=query.data or "", client_lang=query.from_user.language_code, chat=chat), receipts
+        return Event(CHANNEL, str(query.from_user.id), choice=query.data or "", client_lang=query.from_user.language_code, chat=chat,
+                     message_ref=str(query.message.message_id) if query.message else None), receipts
     message = update.message
-    if message is None or message.from_user is None or message.chat.type != "private":
+    if message is None or message.from_user is None:
         return None
     user = message.from_user
     text = message.text or message.caption or ""
-    base = dict(channel=CHANNEL, address=str(user.id), client_lang=user.language_code, chat=str(message.chat.id))
-    if text.startswith("/"):
+    location = {"lat": message.location.latitude, "lon": message.location.longitude} if message.location else None
+    base: dict[str, Any] = dict(
+        channel=CHANNEL, address=str(user.id), client_lang=user.language_code, chat=str(message.chat.id),
+        message_ref=str(message.message_id), attachments=_attachments(message), location=location,
+        reply_to_ref=str(message.reply_to_message.message_id) if message.reply_to_message else None,
+    )
+    if message.text and text.startswith("/"):
         head, _, args = text[1:].partition(" ")
-        return Event(**base, command=head.split("@")[0].lower(), args=args.strip()), []  # type: ignore[arg-type]
-    return Event(**base, text=text), []  # type: ignore[arg-type]
+        return Event(**base, command=head.split("@")[0].lower(), args=args.strip()), []
+    return Event(**base, text=text), []
 
 
 def keyboard(message: Message) -> InlineKeyboardMarkup | None:
@@ -218,8 +232,17 @@ class TelegramChannel:
         try:
             if row.kind == "message":
                 message = Message.from_payload(payload)
-                sent = await bot.send_message(chat_id, message.text, parse_mode=ParseMode.HTML, reply_markup=keyboard(message),
-                                              disable_web_page_preview=True)
+                markup = ForceReply(selective=True) if message.force_reply else keyboard(message)
+                sent = await bot.send_message(chat_id, message.text, parse_mode=ParseMode.HTML, reply_markup=markup,
+                                              disable_web_page_preview=True,
+                                              reply_to_message_id=int(message.reply_to) if message.reply_to else None)
+                return str(sent.message_id)
+            if row.kind == "delete":
+                await bot.delete_message(chat_id, int(payload["message_id"]))
+                return None
+            if row.kind in ("photo", "voice", "audio", "video", "document", "video_note"):
+                method = getattr(bot, f"send_{row.kind}")
+                sent = await method(chat_id, payload["file_id"], reply_to_message_id=int(payload["reply_to"]) if payload.get("reply_to") else None)
                 return str(sent.message_id)
             if row.kind == "ack":
                 await bot.answer_callback_query(payload["callback_id"])
@@ -234,8 +257,8 @@ class TelegramChannel:
         except Forbidden as exc:
             raise RecipientGone() from exc
         except BadRequest as exc:
-            if row.kind in ("ack", "clear_buttons"):
-                return None  # an old query or an already cleared keyboard: nothing left to do
+            if row.kind in ("ack", "clear_buttons", "delete"):
+                return None  # an old query, a keyboard already gone, a message already deleted: nothing left to do
             if "chat not found" in exc.message.lower():
                 raise RecipientGone() from exc
             raise Rejected(exc.message) from exc

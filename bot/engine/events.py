@@ -18,6 +18,10 @@ class Event:
     args: str = ""
     client_lang: str | None = None
     chat: str = ""
+    message_ref: str | None = None
+    reply_to_ref: str | None = None
+    attachments: list[dict[str, str]] = field(default_factory=list)
+    location: dict[str, float] | None = None
 
     @property
     def reply_to(self) -> str:
@@ -35,13 +39,26 @@ class Message:
     text: str
     buttons: list[Button] = field(default_factory=list)
     columns: int = 1
+    reply_to: str | None = None
+    force_reply: bool = False
 
     def to_payload(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Message:
-        return cls(payload["text"], [Button(**b) for b in payload.get("buttons", [])], payload.get("columns", 1))
+        return cls(payload["text"], [Button(**b) for b in payload.get("buttons", [])], payload.get("columns", 1),
+                   payload.get("reply_to"), payload.get("force_reply", False))
+
+
+@dataclass
+class Deletion:
+    """Remove a message from the chat (quick exit)."""
+
+    ref: str
+
+
+Output = Message | Deletion
 
 
 def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:

@@ -18,7 +18,10 @@ ID = re.compile(r"^[A-Za-z0-9_]{1,24}$")
 VAR = re.compile(r"^\{(\w+)\}$")
 CALLBACK_LIMIT = 64
 
-STEP_KEYS = {"say", "choices", "ask", "next", "goto", "branch", "facts", "hotlines", "end", "clear", "set", "columns"}
+STEP_KEYS = {"say", "choices", "ask", "accepts", "collect", "next", "goto", "branch", "facts", "hotlines", "end", "clear", "set",
+             "columns", "action", "emergency"}
+ASK_ACCEPTS = {"text", "location", "phone"}
+QUICK_EXIT = "qx"
 CHOICE_KEYS = {"id", "label", "label_lang", "set", "set_lang", "next", "goto", "when", "keywords"}
 
 
@@ -58,6 +61,10 @@ class Step:
     clear: list[str] = field(default_factory=list)
     set: dict[str, Any] = field(default_factory=dict)
     columns: int | None = None
+    action: str | None = None
+    accepts: list[str] = field(default_factory=lambda: ["text"])
+    collect: str | None = None
+    emergency: str | None = None
     line: int = 0
 
 
@@ -67,6 +74,7 @@ class Flow:
     start: str
     steps: dict[str, Step]
     path: Path
+    quick_exit: bool = False
     line: int = 0
 
 
@@ -146,6 +154,8 @@ class _Reader:
             return None
         self.unknown_keys(node, CHOICE_KEYS, f"choice in step '{step_id}'")
         cid = str(node.get("id", ""))
+        if cid == QUICK_EXIT:
+            self.problem(node, f"step '{step_id}': choice id '{QUICK_EXIT}' is reserved for the quick-exit button", "id")
         if not ID.match(cid):
             self.problem(node, f"step '{step_id}': choice id '{cid}' must be 1-24 ASCII letters, digits or _", "id")
         elif len(callback_data(flow_id, step_id, cid).encode()) > CALLBACK_LIMIT:
@@ -197,11 +207,22 @@ class _Reader:
             clear=_as_list(node.get("clear")),
             set=dict(node.get("set") or {}),
             columns=node.get("columns"),
+            action=node.get("action"),
+            accepts=_as_list(node.get("accepts")) or ["text"],
+            collect=node.get("collect"),
+            emergency=node.get("emergency"),
             line=line_of(node),
         )
-        ways_on = sum(bool(x) for x in (step.choices, step.ask, step.next, step.goto, step.branch, step.end))
+        for kind in step.accepts:
+            if kind not in ASK_ACCEPTS:
+                self.problem(node, f"step '{step_id}': accepts '{kind}' is not one of {sorted(ASK_ACCEPTS)}", "accepts")
+        if step.collect and not step.choices:
+            self.problem(node, f"step '{step_id}': collect needs choices (at least a 'done' button)")
+        ways_on = sum(bool(x) for x in (step.choices or step.ask, step.next and not step.ask, step.goto, step.branch, step.end))
         if ways_on != 1:
-            self.problem(node, f"step '{step_id}' needs exactly one of choices, ask, next, goto, branch, end")
+            self.problem(node, f"step '{step_id}' needs exactly one of choices/ask, next, goto, branch, end")
+        if step.ask and not step.next:
+            self.problem(node, f"step '{step_id}': ask needs next (where to go with the answer)")
         if step.branch and (step.say or step.facts or step.hotlines):
             self.problem(node, f"step '{step_id}': a branch step only decides; put texts in the steps it leads to")
         return step
@@ -210,7 +231,7 @@ class _Reader:
         if not isinstance(data, dict):
             self.problem(data, "a flow file must be a mapping with flow, start and steps")
             return None
-        self.unknown_keys(data, {"flow", "start", "steps"}, "flow")
+        self.unknown_keys(data, {"flow", "start", "steps", "quick_exit"}, "flow")
         flow_id = str(data.get("flow", ""))
         if not ID.match(flow_id):
             self.problem(data, f"flow id '{flow_id}' must be 1-24 ASCII letters, digits or _", "flow")
@@ -228,7 +249,7 @@ class _Reader:
         start = str(data.get("start", ""))
         if start not in steps:
             self.problem(data, f"start step '{start}' is not a step of this flow", "start")
-        return Flow(id=flow_id, start=start, steps=steps, path=self.path, line=line_of(data))
+        return Flow(id=flow_id, start=start, steps=steps, path=self.path, quick_exit=bool(data.get("quick_exit")), line=line_of(data))
 
 
 def _check_links(flows: dict[str, Flow], problems: list[Problem]) -> None:

@@ -104,4 +104,8 @@ CODE_KEYS: tuple[str, ...] = (
     "hotlines.header",
     "hotlines.none_verified",
     "terminal.intro",
+    "common.attachment_received",
+    "common.quick_exit",
+    "quick_exit.cover",
+    "report.emergency_header",
 )

@@ -67,7 +67,7 @@ def upgrade() -> None:
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('flow', sa.String(length=64), nullable=True),
     sa.Column('step', sa.String(length=64), nullable=True),
-    sa.Column('vars', sa.JSON(), nullable=False),
+    sa.Column('vars', sa.Text(), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ),
     sa.PrimaryKeyConstraint('user_id')
