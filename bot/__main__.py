@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import sys
 
+from bot import features
 from bot.app import configure_logging, run_telegram, run_terminal
 from bot.check import check_project, format_report
 from bot.settings import load_settings
@@ -23,12 +24,17 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--user", default="local", help="who you are, so that separate users keep separate conversations (default: local)")
     sub.add_parser("check", help="validate flows, content and translations; print coverage per language",
                    description="Validate every flow, content and locale file. Exits 1 on any error, naming file and line.")
+    for feature in features.modules():
+        if hasattr(feature, "add_commands"):
+            feature.add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = load_settings()
+    if hasattr(args, "func"):
+        return int(args.func(args, settings) or 0)
     if args.command == "check":
         report = check_project(settings.flows_dir, settings.locales_dir)
         print(format_report(report))

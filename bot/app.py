@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 from dataclasses import dataclass
 
+from bot import features
 from bot.conversation import Conversations
 from bot.engine.content import Content, load_content
 from bot.engine.flows import FlowSet, load_flows
@@ -45,7 +46,11 @@ async def build_core(settings: Settings) -> Core:
     crypto.use(crypto.Vault(crypto.load_keys(settings.saferoute_keys, settings.key_file)))
     db = await connect(settings.database_url)
     inbox, outbox = Inbox(db), Outbox(db, lease=timedelta(seconds=settings.outbox_lease_seconds))
-    return Core(settings, db, flows, content, texts, engine, inbox, outbox, Conversations(db, engine, inbox, outbox))
+    core = Core(settings, db, flows, content, texts, engine, inbox, outbox, Conversations(db, engine, inbox, outbox))
+    for feature in features.modules():
+        if hasattr(feature, "actions"):
+            engine.actions.update(feature.actions(core))
+    return core
 
 
 def configure_logging(level: str) -> None:

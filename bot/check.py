@@ -13,6 +13,7 @@ from pathlib import Path
 
 from babel.messages.pofile import PoFileError
 
+from bot import features
 from bot.engine.content import Content, load_content
 from bot.engine.events import MAX_MESSAGE_CHARS
 from bot.engine.flows import FlowSet, load_flows, text_keys
@@ -180,6 +181,12 @@ def check_project(flows_dir: Path, locales_dir: Path) -> Report:
     for fact in content.facts:
         if not fact.shown and fact.text_key in locales[SOURCE_LANGUAGE].texts:
             report.warnings.append(Problem(content.paths["facts"], fact.line, f"fact '{fact.id}' is {fact.status}: its text is never shown"))
+
+    known_actions = features.action_names()
+    for flow in flows.flows.values():
+        for step in flow.steps.values():
+            if step.action and step.action not in known_actions:
+                report.problems.append(Problem(flow.path, step.line, f"step '{step.id}': action '{step.action}' is not provided by any feature"))
 
     needed = _needed_keys(flows, content)
     descriptions = {c.description for c in flows.commands.values()}

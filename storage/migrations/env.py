@@ -5,7 +5,14 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlmodel import SQLModel
 
-import storage.models  # noqa: F401  (registers the tables)
+import importlib
+import pkgutil
+
+import storage
+
+for _module in pkgutil.iter_modules(storage.__path__):
+    if _module.name not in ("migrations", "db", "crypto"):
+        importlib.import_module(f"storage.{_module.name}")  # registers each feature's tables
 
 config = context.config
 target_metadata = SQLModel.metadata
