@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from bot.engine.i18n import Translator
 from bot.engine.runner import Engine
 from bot.inbox import Inbox
 from bot.outbox import Outbox
+from bot.scheduler import start_clock
 from bot.settings import Settings
 from storage import Database, connect, crypto
 
@@ -66,9 +68,15 @@ async def run_telegram(settings: Settings) -> None:
     core = await build_core(settings)
     channel = TelegramChannel(settings.telegram_bot_token, settings.telegram_api_base_url, core.conversations, core.inbox,
                               core.outbox, core.flows, core.texts, poll_timeout=settings.poll_timeout)
+    background = [asyncio.create_task(loop()) for feature in features.modules() if hasattr(feature, "tasks") for loop in feature.tasks(core)]
+    clock = start_clock([job for feature in features.modules() if hasattr(feature, "jobs") for job in feature.jobs(core)])
     try:
         await channel.run()
     finally:
+        clock.shutdown(wait=False)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await core.close()
 
 

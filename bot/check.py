@@ -108,7 +108,7 @@ def _needed_keys(flows: FlowSet, content: Content) -> dict[str, tuple[Path, int]
         needed.setdefault(key, (path, line))
     for country in content.hotlines:
         needed.setdefault(f"country.{country}", (content.paths["hotlines"], 0))
-    for key in CODE_KEYS:
+    for key in (*CODE_KEYS, *sorted(features.text_keys())):
         needed.setdefault(key, (Path("bot"), 0))
     return needed
 
@@ -188,6 +188,7 @@ def check_project(flows_dir: Path, locales_dir: Path) -> Report:
             if step.action and step.action not in known_actions:
                 report.problems.append(Problem(flow.path, step.line, f"step '{step.id}': action '{step.action}' is not provided by any feature"))
 
+    report.problems += features.content_problems(flows_dir, flows)
     needed = _needed_keys(flows, content)
     descriptions = {c.description for c in flows.commands.values()}
     source = locales[SOURCE_LANGUAGE]

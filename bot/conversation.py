@@ -4,7 +4,10 @@ state moves on and the answers are queued in the outbox, or none of it happens."
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sqlmodel import select
 
@@ -18,6 +21,7 @@ from storage.models import InboxEvent
 log = logging.getLogger(__name__)
 
 Receipt = tuple[str, dict[str, Any]]
+GroupHandler = Callable[[AsyncSession, Event], Awaitable[None]]
 
 
 class Conversations:
@@ -26,6 +30,7 @@ class Conversations:
         self.engine = engine
         self.inbox = inbox
         self.outbox = outbox
+        self.group_handler: GroupHandler | None = None
 
     async def handle(self, event: Event, *, inbox_key: str | None = None, receipts: list[Receipt] | None = None) -> list[Output]:
         """Handle an event exactly once per inbox key; return what was queued for the user."""
@@ -39,20 +44,32 @@ class Conversations:
                     return []
             for kind, payload in receipts or []:
                 Outbox.add(session, event.channel, event.reply_to, kind, payload)
-            try:
-                async with session.begin_nested():
-                    messages = await self.engine.handle(session, event)
-            except Exception:
-                log.exception("engine failed on %s event %s", event.channel, inbox_key or "-")
-                messages: list[Output] = [await self._apology(session, event)]
-            for output in messages:
-                if isinstance(output, Deletion):
-                    Outbox.add(session, event.channel, event.reply_to, "delete", {"message_id": output.ref})
-                else:
-                    Outbox.add(session, event.channel, event.reply_to, "message", output.to_payload())
-            if row is not None:
-                await Inbox.mark_done(session, row)
+            messages: list[Output] = []
+            if event.chat and event.chat != event.address:
+                if self.group_handler is not None:
+                    await self.group_handler(session, event)
+                if row is not None:
+                    await Inbox.mark_done(session, row)
+            else:
+                messages = await self._converse(session, event, row)
         self.outbox.notify()
+        return messages
+
+    async def _converse(self, session: AsyncSession, event: Event, row: InboxEvent | None) -> list[Output]:
+        messages: list[Output]
+        try:
+            async with session.begin_nested():
+                messages = await self.engine.handle(session, event)
+        except Exception:
+            log.exception("engine failed on %s event %s", event.channel, row.event_key if row else "-")
+            messages = [await self._apology(session, event)]
+        for output in messages:
+            if isinstance(output, Deletion):
+                Outbox.add(session, event.channel, event.reply_to, "delete", {"message_id": output.ref})
+            else:
+                Outbox.add(session, event.channel, event.reply_to, "message", output.to_payload())
+        if row is not None:
+            await Inbox.mark_done(session, row)
         return messages
 
     async def _apology(self, session: Any, event: Event) -> Message:

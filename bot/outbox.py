@@ -59,8 +59,20 @@ class Outbox:
         self.wakeup = asyncio.Event()
 
     @staticmethod
-    def add(session: AsyncSession, channel: str, chat: str, kind: str, payload: dict[str, Any], priority: int = PRIORITY_REPLY) -> None:
-        session.add(OutboxMessage(channel=channel, chat=chat, kind=kind, payload=json.dumps(payload, ensure_ascii=False), priority=priority))
+    def encode(payload: dict[str, Any]) -> str:
+        return json.dumps(payload, ensure_ascii=False)
+
+    @staticmethod
+    def add(session: AsyncSession, channel: str, chat: str, kind: str, payload: dict[str, Any], priority: int = PRIORITY_REPLY) -> OutboxMessage:
+        row = OutboxMessage(channel=channel, chat=chat, kind=kind, payload=Outbox.encode(payload), priority=priority)
+        session.add(row)
+        return row
+
+    async def result_ref(self, outbox_id: int) -> str | None:
+        """The platform id of what an earlier row sent (e.g. the card a photo replies to)."""
+        async with self.db.session() as session:
+            row = await session.get(OutboxMessage, outbox_id)
+            return row.result_ref if row else None
 
     def notify(self) -> None:
         self.wakeup.set()
@@ -95,9 +107,9 @@ class Outbox:
                 .values(status=status, sent_at=utcnow(), result_ref=ref, payload=None)
             )
 
-    async def retry(self, row: OutboxMessage, after: float) -> None:
+    async def retry(self, row: OutboxMessage, after: float, *, give_up: bool = False) -> None:
         async with self.db.transaction() as session:
-            status = "failed" if row.attempts >= MAX_ATTEMPTS else "pending"
+            status = "failed" if give_up else "pending"
             await session.exec(
                 update(OutboxMessage).where(col(OutboxMessage.id) == row.id)  # type: ignore[call-overload]
                 .values(status=status, not_before=utcnow() + timedelta(seconds=after))
@@ -118,11 +130,14 @@ class Outbox:
 class Sender:
     """Drains one channel's rows in priority order and maps delivery errors to retries."""
 
-    def __init__(self, outbox: Outbox, channel: str, deliver: Deliver, *, idle_poll: float = 2.0) -> None:
+    def __init__(self, outbox: Outbox, channel: str, deliver: Deliver, *, idle_poll: float = 2.0,
+                 max_attempts: int | None = MAX_ATTEMPTS, max_age: timedelta | None = None) -> None:
         self.outbox = outbox
         self.channel = channel
         self.deliver = deliver
         self.idle_poll = idle_poll
+        self.max_attempts = max_attempts
+        self.max_age = max_age
 
     async def drain(self) -> int:
         """Send everything due now; return how many rows were handled."""
@@ -147,8 +162,13 @@ class Sender:
         try:
             ref = await self.deliver(row, json.loads(row.payload or "{}"))
         except RetryLater as exc:
-            log.warning("outbox %s: retry in %.1fs (attempt %d)", row.id, exc.after, row.attempts)
-            await self.outbox.retry(row, exc.after)
+            too_many = self.max_attempts is not None and row.attempts >= self.max_attempts
+            too_old = self.max_age is not None and utcnow() + timedelta(seconds=exc.after) - row.created_at > self.max_age
+            if too_many or too_old:
+                log.error("outbox %s: giving up after %d attempts", row.id, row.attempts)
+            else:
+                log.warning("outbox %s: retry in %.1fs (attempt %d)", row.id, exc.after, row.attempts)
+            await self.outbox.retry(row, exc.after, give_up=too_many or too_old)
             if exc.pause_all:
                 await asyncio.sleep(exc.after)
         except RecipientGone:

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
         description="Comma-separated Fernet keys for data at rest; the first encrypts. Unset: a key file in data/ is made and used.",
     )
     key_file: Path = Field(default=PROJECT_ROOT / "data" / "secret.key", description="Where the local key lives when SAFEROUTE_KEYS is unset.")
+    report_retention_days: int = Field(default=180, description="Closed cases are purged after this many days; anonymous counts stay.")
     log_level: str = Field(default="INFO")
 
 

@@ -34,7 +34,7 @@ class TelegramUser:
         def find() -> SentMessage | None:
             messages = self.fake.messages.get(self.id, [])
             for index in range(self.seen, len(messages)):
-                if regex.search(messages[index].text):
+                if messages[index].from_user is None and regex.search(messages[index].text):
                     self.seen = index + 1
                     return messages[index]
             return None
@@ -42,7 +42,7 @@ class TelegramUser:
         try:
             message = await self.fake.wait_for(find, timeout)
         except TimeoutError:
-            got = [m.text[:120] for m in self.fake.messages.get(self.id, [])[self.seen:]]
+            got = [m.text[:120] for m in self.fake.messages.get(self.id, [])[self.seen:] if m.from_user is None]
             raise AssertionError(f"no message matching {pattern!r}; got {got}") from None
         self.last = message
         return message

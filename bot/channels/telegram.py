@@ -52,7 +52,7 @@ def event_from_update(update: Update) -> tuple[Event, list[Receipt]] | None:
         query = update.callback_query
         receipts: list[Receipt] = [("ack", {"callback_id": query.id})]
         chat = str(query.message.chat.id) if query.message is not None else str(query.from_user.id)
-        if query.message is not None:
+        if query.message is not None and query.message.chat.type == "private":
             receipts.append(("clear_buttons", {"message_id": query.message.message_id}))
         return Event(CHANNEL, str(query.from_user.id), choice=query.data or "", client_lang=query.from_user.language_code, chat=chat,
                      message_ref=str(query.message.message_id) if query.message else None), receipts
@@ -220,29 +220,39 @@ class TelegramChannel:
                 await self.conversations.handle(event, inbox_key=key, receipts=receipts)
                 return
             except Exception as exc:  # the database may be briefly unavailable
-                log.warning("update %s: attempt %d failed (%s)", key, attempt + 1, type(exc).__name__)
+                log.warning("update %s: attempt %d failed (%s)", key, attempt + 1, type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
                 await asyncio.sleep(0.2 * 2**attempt)
         log.error("update %s: giving up for now; it stays in the inbox for the next start", key)
 
     # -- sending --------------------------------------------------------------------------------
 
+    async def _reply_target(self, payload: dict[str, Any]) -> int | None:
+        """A reply may point at a message id, or at an earlier outbox row (a case card)
+        whose message id is known only once it was sent."""
+        if payload.get("reply_to"):
+            return int(payload["reply_to"])
+        if payload.get("reply_to_outbox"):
+            ref = await self.outbox.result_ref(int(payload["reply_to_outbox"]))
+            return int(ref) if ref else None
+        return None
+
     async def deliver(self, row: OutboxMessage, payload: dict[str, Any]) -> str | None:
         bot = self.app.bot
         chat_id = int(row.chat)
         try:
+            reply_to = await self._reply_target(payload)
             if row.kind == "message":
                 message = Message.from_payload(payload)
                 markup = ForceReply(selective=True) if message.force_reply else keyboard(message)
                 sent = await bot.send_message(chat_id, message.text, parse_mode=ParseMode.HTML, reply_markup=markup,
-                                              disable_web_page_preview=True,
-                                              reply_to_message_id=int(message.reply_to) if message.reply_to else None)
+                                              disable_web_page_preview=True, reply_to_message_id=reply_to)
                 return str(sent.message_id)
             if row.kind == "delete":
                 await bot.delete_message(chat_id, int(payload["message_id"]))
                 return None
             if row.kind in ("photo", "voice", "audio", "video", "document", "video_note"):
                 method = getattr(bot, f"send_{row.kind}")
-                sent = await method(chat_id, payload["file_id"], reply_to_message_id=int(payload["reply_to"]) if payload.get("reply_to") else None)
+                sent = await method(chat_id, payload["file_id"], reply_to_message_id=reply_to)
                 return str(sent.message_id)
             if row.kind == "ack":
                 await bot.answer_callback_query(payload["callback_id"])

@@ -81,7 +81,7 @@ class Translator:
         source = self.locales.get(SOURCE_LANGUAGE)
         return bool(source and key in source.texts)
 
-    def get(self, lang: str | None, key: str, **params: object) -> str:
+    def get(self, lang: str | None, key: str, /, **params: object) -> str:
         for code in (lang, SOURCE_LANGUAGE):
             loc = self.locales.get(code or "")
             if loc and key in loc.texts:

@@ -50,14 +50,15 @@ class Turn:
     values: dict[str, Any]
     outputs: list[Output] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    forget: bool = False
 
-    def say(self, key: str, **params: object) -> None:
+    def say(self, key: str, /, **params: object) -> None:
         self.pending.append(self.engine.texts.get(self.lang, key, **params))
 
     def say_html(self, text: str) -> None:
         self.pending.append(text)
 
-    def text(self, key: str, **params: object) -> str:
+    def text(self, key: str, /, **params: object) -> str:
         return self.engine.texts.get(self.lang, key, **params)
 
     def flush(self, buttons: list[Button] | None = None, columns: int | None = None) -> None:
@@ -116,6 +117,11 @@ class Engine:
         elif event.text is not None:
             await self._on_text(turn, event.text)
         self._flush(turn)
+        if turn.forget:
+            await session.delete(conversation)
+            await session.flush()
+            await session.delete(user)
+            return turn.outputs
         conversation.vars = dict(turn.values)
         conversation.updated_at = utcnow()
         session.add(conversation)
@@ -301,14 +307,16 @@ class Engine:
                 step_id = next(c.next for c in step.branch if matches(c.when, self._values(turn)))
                 continue
             if step.emergency:
-                self._show_hotlines(turn, self._fill(turn, step.emergency), emergency_only=True)
+                country = self._fill(turn, step.emergency)
+                self.show_hotlines(turn, "" if country in ("all", "other") else country, emergency_only=True)
+                self._flush(turn)  # the numbers stand alone, before any further question
             if announce:
                 for key in step.say:
-                    turn.say(key)
+                    turn.say(key, **self._params(turn))
                 if step.facts:
                     self._show_facts(turn, self._fill(turn, step.facts))
                 if step.hotlines:
-                    self._show_hotlines(turn, self._fill(turn, step.hotlines))
+                    self.show_hotlines(turn, self._fill(turn, step.hotlines))
             jump = await self.actions[step.action](turn) if step.action and act else None
             if jump:
                 step_id = jump
@@ -337,6 +345,11 @@ class Engine:
             turn.values.pop(TRAIL_SINCE, None)
             return
         raise FlowLoop(f"{flow_id}:{step_id}")
+
+    @staticmethod
+    def _params(turn: Turn) -> dict[str, object]:
+        """Answers a text may show, e.g. {report_code}; escaped, as users typed some of them."""
+        return {k: html.escape(str(v)) for k, v in turn.values.items() if isinstance(v, str | int) and not k.startswith("_")}
 
     def _fill(self, turn: Turn, value: str) -> str:
         match = VAR.match(value)
@@ -378,7 +391,7 @@ class Engine:
         for fact in facts:
             turn.say_html(f"• {turn.text(fact.text_key)}\n{self.source_line(turn, fact.sources)}")
 
-    def _show_hotlines(self, turn: Turn, country: str, *, emergency_only: bool = False) -> None:
+    def show_hotlines(self, turn: Turn, country: str, *, emergency_only: bool = False) -> None:
         """The numbers for a country; with emergency_only, the emergency numbers of every
         country when none is known yet, so someone in danger is never asked first."""
         countries = [country] if country else list(self.content.hotlines)

@@ -25,7 +25,7 @@ TEXT_LIMIT = 4096
 CALLBACK_LIMIT = 64
 TELEGRAM_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "span", "tg-spoiler", "blockquote", "tg-emoji"}
 ENTITY_OR_AMP = re.compile(r"&(?![a-zA-Z]+;|#[0-9]+;|#x[0-9a-fA-F]+;)")
-JSON_FIELDS = {"reply_markup", "commands", "allowed_updates", "entities", "scope", "link_preview_options", "reply_parameters"}
+JSON_FIELDS = {"reply_markup", "reply_parameters", "commands", "allowed_updates", "entities", "scope", "link_preview_options", "reply_parameters"}
 
 
 class ApiError(Exception):
@@ -86,6 +86,10 @@ class SentMessage:
     html: str
     buttons: list[list[dict[str, Any]]] = field(default_factory=list)
     deleted: bool = False
+    reply_to: int | None = None
+    media: dict[str, str] | None = None
+    force_reply: bool = False
+    from_user: int | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -113,6 +117,7 @@ class FakeBotApi:
         self.bot = {"id": bot_id, "is_bot": True, "first_name": "SafeRoute", "username": username,
                     "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
         self.users: dict[int, FakeUser] = {}
+        self.groups: dict[int, str] = {}
         self.messages: dict[int, list[SentMessage]] = {}
         self.updates: list[dict[str, Any]] = []
         self.delivered: list[dict[str, Any]] = []
@@ -207,6 +212,43 @@ class FakeBotApi:
     def _chat_json(self, user: FakeUser) -> dict[str, Any]:
         return {"id": user.id, "type": "private", "first_name": user.first_name}
 
+    def _any_chat_json(self, chat_id: int) -> dict[str, Any]:
+        if chat_id in self.groups:
+            return {"id": chat_id, "type": "supergroup", "title": self.groups[chat_id]}
+        return self._chat_json(self.users[chat_id])
+
+    def add_group(self, chat_id: int, title: str) -> None:
+        self.groups[chat_id] = title
+        self.messages.setdefault(chat_id, [])
+
+    def _user_message(self, chat_id: int, user_id: int, **fields: Any) -> dict[str, Any]:
+        user = self.users[user_id]
+        message = {"message_id": next(self._ids), "date": int(time.time()), "chat": self._any_chat_json(chat_id),
+                   "from": self._user_json(user), **fields}
+        stored = SentMessage(message["message_id"], chat_id, str(fields.get("text", "")), "", from_user=user_id)
+        self.messages.setdefault(chat_id, []).append(stored)
+        return message
+
+    async def member_sends(self, group_id: int, user_id: int, text: str, reply_to: SentMessage | None = None) -> int:
+        """A member of a group writes there, possibly replying to one of the bot's messages."""
+        fields: dict[str, Any] = {"text": text}
+        if reply_to is not None:
+            fields["reply_to_message"] = self._message_json(reply_to)
+        if text.startswith("/"):
+            fields["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+        return await self.push_update({"update_id": next(self._update_ids), "message": self._user_message(group_id, user_id, **fields)})
+
+    async def user_sends_photo(self, user_id: int, file_id: str) -> int:
+        photo = [{"file_id": file_id, "file_unique_id": file_id + "-u", "width": 800, "height": 600}]
+        return await self.push_update({"update_id": next(self._update_ids), "message": self._user_message(user_id, user_id, photo=photo)})
+
+    async def user_sends_location(self, user_id: int, lat: float, lon: float) -> int:
+        location = {"latitude": lat, "longitude": lon}
+        return await self.push_update({"update_id": next(self._update_ids), "message": self._user_message(user_id, user_id, location=location)})
+
+    def bot_messages(self, chat_id: int) -> list[SentMessage]:
+        return [m for m in self.messages.get(chat_id, []) if m.from_user is None and not m.deleted]
+
     async def push_update(self, update: dict[str, Any]) -> int:
         async with self._changed:
             self.updates.append(update)
@@ -214,17 +256,16 @@ class FakeBotApi:
         return int(update["update_id"])
 
     async def user_sends(self, user_id: int, text: str) -> int:
-        user = self.users[user_id]
-        message: dict[str, Any] = {"message_id": next(self._ids), "date": int(time.time()), "chat": self._chat_json(user),
-                                   "from": self._user_json(user), "text": text}
+        fields: dict[str, Any] = {"text": text}
         if text.startswith("/"):
-            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
-        return await self.push_update({"update_id": next(self._update_ids), "message": message})
+            fields["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+        return await self.push_update({"update_id": next(self._update_ids), "message": self._user_message(user_id, user_id, **fields)})
 
     async def user_presses(self, user_id: int, message: SentMessage, label: str) -> int:
+        """A user presses a button on a message, in a private chat or in a group."""
         user = self.users[user_id]
         data = message.button(label)["callback_data"]
-        bot_message = {"message_id": message.message_id, "date": int(time.time()), "chat": self._chat_json(user),
+        bot_message = {"message_id": message.message_id, "date": int(time.time()), "chat": self._any_chat_json(message.chat_id),
                        "from": {k: self.bot[k] for k in ("id", "is_bot", "first_name", "username")}, "text": message.text}
         query = {"id": str(next(self._ids)), "from": self._user_json(user), "message": bot_message,
                  "chat_instance": str(user.id), "data": data}
@@ -240,7 +281,7 @@ class FakeBotApi:
         return await asyncio.wait_for(_wait(), timeout)
 
     def sent_to(self, chat_id: int) -> list[SentMessage]:
-        return [m for m in self.messages.get(chat_id, []) if not m.deleted]
+        return [m for m in self.messages.get(chat_id, []) if not m.deleted and m.from_user is None]
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -276,6 +317,8 @@ class FakeBotApi:
             chat_id = int(params["chat_id"])
         except (KeyError, ValueError) as exc:
             raise ApiError(400, "Bad Request: chat_id is empty") from exc
+        if chat_id in self.groups:
+            return chat_id
         if chat_id not in self.users:
             raise ApiError(400, "Bad Request: chat not found")
         if self.users[chat_id].blocked_bot:
@@ -304,12 +347,43 @@ class FakeBotApi:
         return text, html_text
 
     def _message_json(self, message: SentMessage) -> dict[str, Any]:
-        user = self.users[message.chat_id]
-        data: dict[str, Any] = {"message_id": message.message_id, "date": int(time.time()), "chat": self._chat_json(user),
-                                "from": {k: self.bot[k] for k in ("id", "is_bot", "first_name", "username")}, "text": message.text}
+        sender = (self._user_json(self.users[message.from_user]) if message.from_user is not None
+                  else {k: self.bot[k] for k in ("id", "is_bot", "first_name", "username")})
+        data: dict[str, Any] = {"message_id": message.message_id, "date": int(time.time()), "chat": self._any_chat_json(message.chat_id),
+                                "from": sender, "text": message.text or "-"}
         if message.buttons:
             data["reply_markup"] = {"inline_keyboard": message.buttons}
         return data
+
+    def _reply_target(self, chat_id: int, params: dict[str, Any]) -> int | None:
+        target = params.get("reply_to_message_id")
+        if target is None and isinstance(params.get("reply_parameters"), dict):
+            target = params["reply_parameters"].get("message_id")
+        if target is None:
+            return None
+        if not any(m.message_id == int(target) for m in self.messages.get(chat_id, [])):
+            raise ApiError(400, "Bad Request: message to be replied not found")
+        return int(target)
+
+    async def _send_media(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._chat(params)
+        file_id = str(params.get(kind) or "")
+        if not file_id:
+            raise ApiError(400, f"Bad Request: there is no {kind} in the request")
+        message = SentMessage(next(self._ids), chat_id, str(params.get("caption") or ""), "", media={"kind": kind, "file_id": file_id},
+                              reply_to=self._reply_target(chat_id, params))
+        self.messages[chat_id].append(message)
+        await self._notify()
+        return self._message_json(message)
+
+    async def api_sendPhoto(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._send_media("photo", params)
+
+    async def api_sendDocument(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._send_media("document", params)
+
+    async def api_sendVoice(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._send_media("voice", params)
 
     def _find(self, chat_id: int, message_id: Any) -> SentMessage:
         for message in self.messages.get(chat_id, []):
@@ -321,9 +395,12 @@ class FakeBotApi:
         chat_id = self._chat(params)
         text, html_text = self._render(params)
         buttons = self._buttons(params)
+        reply_to = self._reply_target(chat_id, params)
         if self.hold_sends is not None:
             await self.hold_sends.wait()
-        message = SentMessage(next(self._ids), chat_id, text, html_text, buttons)
+        markup = params.get("reply_markup") or {}
+        message = SentMessage(next(self._ids), chat_id, text, html_text, buttons, reply_to=reply_to,
+                              force_reply=isinstance(markup, dict) and bool(markup.get("force_reply")))
         self.messages[chat_id].append(message)
         await self._notify()
         return self._message_json(message)

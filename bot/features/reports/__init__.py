@@ -1,0 +1,195 @@
+"""Hotline-style reports routed to partner NGOs, with an anonymous two-way relay."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlmodel import select
+
+from bot.engine.runner import Action, Turn
+from bot.features.reports.console import PartnerConsole
+from bot.engine.yamlfile import ContentError, Problem
+from bot.features.reports.partners import PartnerBook, coverage_problems, load_partners
+from bot.features.reports.privacy import forget_user, purge
+from bot.features.reports.service import ReportDesk
+from bot.features.reports.stats import as_csv, as_text, report_table
+from bot.features.reports.webhook import WebhookDelivery
+from storage.models import utcnow
+from storage.reports import Report
+
+if TYPE_CHECKING:
+    from bot.app import Core
+    from bot.settings import Settings
+
+TEXT_KEYS = (
+    [f"report.state.{s}" for s in ("open", "acknowledged", "claimed", "closed")]
+    + ["report.partner_message", "report.status", "report.status_not_found", "report.answer_sent", "report.answer_failed",
+       "report.update_acknowledged", "report.update_closed", "report.reply_prompt", "report.reply_later"]
+    + [f"partner.card.{k}" for k in ("title", "urgent", "category", "where", "affected", "contact", "language", "received",
+                                     "routing", "location", "phone", "attachments", "screening", "original")]
+    + [f"partner.button.{k}" for k in ("ack", "claim", "ask", "close")]
+    + [f"partner.outcome.{k}" for k in ("resolved", "referred", "no_contact", "not_a_case")]
+    + [f"partner.{k}" for k in ("refused", "already_closed", "acknowledged", "claimed", "ask_prompt", "close_prompt", "closed",
+                                "no_bot_contact", "relayed", "waiting_for_check", "reporter_answer")]
+)
+ACTION_NAMES = frozenset({"reports.submit", "reports.count_only", "reports.status", "reports.relay_answer", "reports.forget"})
+
+
+def partners_path(flows_dir: Path) -> Path:
+    return flows_dir / "data" / "partners.yaml"
+
+
+class ReportsFeature:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.book: PartnerBook = load_partners(partners_path(core.settings.flows_dir))
+        self.desk = ReportDesk(self.book, core.texts)
+        self.console = PartnerConsole(self.desk)
+        self.webhooks = WebhookDelivery(self.book, core.outbox)
+
+    async def status(self, turn: Turn) -> str | None:
+        code = str(turn.values.pop("args", "") or turn.values.pop("status_code", "") or "").strip().upper()
+        if not code:
+            return "ask_code"
+        report = (await turn.session.exec(select(Report).where(Report.code == code, Report.reporter_id == turn.user.id))).first()
+        if report is None:
+            turn.say("report.status_not_found", code=html.escape(code))
+            return None
+        turn.say("report.status", code=report.code, state=turn.text(f"report.state.{report.status}"))
+        waiting = await self.console.pending_for(turn.session, report)
+        for message in waiting:
+            turn.say("report.partner_message", code=report.code, text=html.escape(message.body or ""))
+            message.status = "read"
+            turn.session.add(message)
+        if waiting:
+            turn.values["reply_case"] = report.code
+            return "reply"
+        return None
+
+    async def relay_answer(self, turn: Turn) -> str | None:
+        code, text = turn.values.pop("reply_case", None), turn.values.pop("reply_text", None)
+        if code and isinstance(text, str) and await self.console.answer_from_reporter(turn.session, turn.user, code, text):
+            turn.say("report.answer_sent", code=code)
+        else:
+            turn.say("report.answer_failed")
+        return None
+
+    async def forget(self, turn: Turn) -> str | None:
+        await forget_user(turn.session, turn.user)
+        turn.forget = True
+        return None
+
+    def actions(self) -> dict[str, Action]:
+        return {
+            "reports.submit": self.desk.submit,
+            "reports.count_only": self.desk.count_only,
+            "reports.status": self.status,
+            "reports.relay_answer": self.relay_answer,
+            "reports.forget": self.forget,
+        }
+
+    async def escalate(self) -> int:
+        async with self.core.db.transaction() as session:
+            moved = await self.desk.escalate_overdue(session, utcnow())
+        if moved:
+            self.core.outbox.notify()
+        return moved
+
+    async def purge(self) -> dict[str, int]:
+        async with self.core.db.transaction() as session:
+            return await purge(session, utcnow(), retention_days=self.core.settings.report_retention_days)
+
+
+_features: dict[int, ReportsFeature] = {}
+
+
+def feature(core: Core) -> ReportsFeature:
+    if id(core) not in _features:
+        _features[id(core)] = ReportsFeature(core)
+    return _features[id(core)]
+
+
+def actions(core: Core) -> dict[str, Action]:
+    reports = feature(core)
+    core.conversations.group_handler = reports.console.handle
+    return reports.actions()
+
+
+def jobs(core: Core) -> list[tuple[str, float, Callable[[], Awaitable[object]]]]:
+    """Periodic passes; the scheduler only wakes them, what is due lives in the database."""
+    reports = feature(core)
+    return [("escalate unacknowledged cases", 60.0, reports.escalate), ("purge old cases", 6 * 3600.0, reports.purge)]
+
+
+def tasks(core: Core) -> list[Callable[[], Awaitable[None]]]:
+    """Long-running loops: the webhook sender."""
+    return [feature(core).webhooks.sender.run]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    stats = sub.add_parser("stats", help="reports by month × country × category (cells under 5 hidden)",
+                           description="Anonymous report statistics for research. Cells under --min-cell are shown as <N.")
+    stats.add_argument("--csv", metavar="FILE", help="also write the table as CSV to FILE ('-' for standard output)")
+    stats.add_argument("--min-cell", type=int, default=5, help="hide counts below this (default 5)")
+    stats.set_defaults(func=_stats)
+    purge_cmd = sub.add_parser("purge", help="delete closed cases past the retention period, keeping anonymous counts",
+                               description="Purge closed cases older than REPORT_RETENTION_DAYS, and delivery traces older than 7 days.")
+    purge_cmd.set_defaults(func=_purge)
+
+
+def _with_core(settings: Settings, work: Callable[[Core], Awaitable[int]]) -> int:
+    from bot.app import build_core
+
+    async def run() -> int:
+        core = await build_core(settings)
+        try:
+            return await work(core)
+        finally:
+            await core.close()
+
+    return asyncio.run(run())
+
+
+def _stats(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(core: Core) -> int:
+        async with core.db.session() as session:
+            rows = await report_table(session, min_cell=args.min_cell)
+        print(as_text(rows))
+        if args.csv == "-":
+            print(as_csv(rows), end="")
+        elif args.csv:
+            Path(args.csv).write_text(as_csv(rows), encoding="utf-8")
+            print(f"wrote {len(rows)} rows to {args.csv}")
+        return 0
+
+    return _with_core(settings, work)
+
+
+def _purge(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(core: Core) -> int:
+        result = await feature(core).purge()
+        print(f"purged {result['reports']} closed case(s), {result['outbox']} delivered message(s), {result['inbox']} handled event(s)")
+        return 0
+
+    return _with_core(settings, work)
+
+
+def check_content(flows_dir: Path, flows: object) -> list[Problem]:
+    """Partners validate, and every country and province the report journey offers is covered."""
+    try:
+        book = load_partners(partners_path(flows_dir))
+    except ContentError as exc:
+        return exc.problems
+    report_flow = getattr(flows, "flows", {}).get("report")
+    if report_flow is None:
+        return [Problem(flows_dir / "report.yaml", 0, "the report journey is missing")]
+    offered: dict[str, list[str]] = {}
+    for choice in report_flow.steps["country"].choices:
+        step = report_flow.steps.get(choice.next or "")
+        offered[choice.id] = [c.id for c in step.choices if c.id != "other"] if step and choice.next.startswith("province_") else []
+    return coverage_problems(book, offered, report_flow.path)

@@ -1,0 +1,184 @@
+"""The partner's side: caseworkers act on case cards in their own group, and talk to the
+reporter through the bot. Neither side ever sees the other's name, username or id.
+
+Only the partners a case was routed to may act on it; any other attempt is refused and
+logged (with the case id and the partner, never a person's id).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.engine.events import Event
+from bot.engine.flows import callback_data
+from bot.engine.runner import TRAIL, TRAIL_SINCE
+from bot.features.reports.partners import Partner
+from bot.features.reports.service import TELEGRAM, ReportDesk, caseworker_ref
+from bot.outbox import PRIORITY_REPLY, Outbox
+from storage.models import Conversation, OutboxMessage, User, utcnow
+from storage.reports import CaseMessage, CasePost, Report, ReportRoute
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("resolved", "referred", "no_contact", "not_a_case")
+REPLY_FLOW, REPLY_STEP = "report_reply", "answer"
+
+
+class PartnerConsole:
+    def __init__(self, desk: ReportDesk) -> None:
+        self.desk = desk
+
+    async def handle(self, session: AsyncSession, event: Event) -> None:
+        partner = self.desk.book.by_chat.get(int(event.chat)) if event.chat.lstrip("-").isdigit() else None
+        if partner is None:
+            return  # a group the bot was added to that is no partner's: stay silent
+        if event.choice and event.choice.startswith("p:"):
+            await self._on_button(session, event, partner)
+        elif event.text and event.reply_to_ref:
+            await self._on_reply(session, event, partner)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _say(self, session: AsyncSession, partner: Partner, key: str, *, reply_to_outbox: int | None = None,
+             buttons: list[dict[str, str]] | None = None, force_reply: bool = False, **params: object) -> OutboxMessage:
+        payload: dict[str, Any] = {"text": self.desk.texts.get(partner.console_language, key, **params), "buttons": buttons or [],
+                                   "columns": 2, "force_reply": force_reply}
+        if reply_to_outbox:
+            payload["reply_to_outbox"] = reply_to_outbox
+        return Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), "message", payload, priority=PRIORITY_REPLY)
+
+    async def _authorised(self, session: AsyncSession, report: Report | None, partner: Partner, what: str) -> bool:
+        if report is None:
+            return False
+        routed = (await session.exec(select(ReportRoute.id).where(ReportRoute.report_id == report.id, ReportRoute.partner_id == partner.id))).first()
+        if routed is None:
+            log.warning("refused: partner %s tried to %s report %s, which was not routed to it", partner.id, what, report.id)
+            return False
+        return True
+
+    async def _card(self, session: AsyncSession, report: Report, partner: Partner) -> int | None:
+        return (await session.exec(select(CasePost.outbox_id).where(CasePost.report_id == report.id, CasePost.partner_id == partner.id)
+                                   .order_by(col(CasePost.id)))).first()
+
+    async def _post(self, session: AsyncSession, report: Report, partner: Partner, key: str, **kwargs: Any) -> None:
+        card = await self._card(session, report, partner)
+        row = self._say(session, partner, key, reply_to_outbox=card, **kwargs)
+        await session.flush()
+        assert report.id is not None and row.id is not None
+        session.add(CasePost(report_id=report.id, partner_id=partner.id, outbox_id=row.id))
+
+    # -- buttons on the card -----------------------------------------------------------------------
+
+    async def _on_button(self, session: AsyncSession, event: Event, partner: Partner) -> None:
+        parts = (event.choice or "").split(":")
+        action, report_id = parts[1], int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else -1
+        report = await session.get(Report, report_id)
+        if not await self._authorised(session, report, partner, action):
+            self._say(session, partner, "partner.refused")
+            return
+        assert report is not None
+        now = utcnow()
+        if report.status == "closed":
+            await self._post(session, report, partner, "partner.already_closed", code=report.code)
+            return
+        if action == "ack":
+            if report.acknowledged_at is None:
+                report.acknowledged_at = now
+            report.ack_deadline = None
+            report.status = "acknowledged" if report.status == "open" else report.status
+            report.partner_id = partner.id
+            await self._post(session, report, partner, "partner.acknowledged", code=report.code)
+            await self.desk.tell_reporter(session, report, "report.update_acknowledged")
+        elif action == "claim":
+            report.acknowledged_at = report.acknowledged_at or now
+            report.ack_deadline = None
+            report.status = "claimed"
+            report.partner_id = partner.id
+            report.claimed_by = caseworker_ref(event.address)
+            await self._post(session, report, partner, "partner.claimed", code=report.code)
+        elif action == "ask":
+            await self._post(session, report, partner, "partner.ask_prompt", code=report.code, force_reply=True)
+        elif action == "close":
+            buttons = [{"data": f"p:out:{report.id}:{o}", "label": self.desk.texts.get(partner.console_language, f"partner.outcome.{o}")}
+                       for o in OUTCOMES]
+            await self._post(session, report, partner, "partner.close_prompt", code=report.code, buttons=buttons)
+        elif action == "out" and len(parts) > 3 and parts[3] in OUTCOMES:
+            report.status, report.outcome, report.closed_at, report.ack_deadline = "closed", parts[3], now, None
+            await self._post(session, report, partner, "partner.closed", code=report.code,
+                             outcome=self.desk.texts.get(partner.console_language, f"partner.outcome.{parts[3]}"))
+            await self.desk.tell_reporter(session, report, "report.update_closed")
+            log.info("report %s closed by partner %s: %s", report.id, partner.id, parts[3])
+        session.add(report)
+
+    # -- a caseworker's reply: relayed to the reporter --------------------------------------------
+
+    async def _on_reply(self, session: AsyncSession, event: Event, partner: Partner) -> None:
+        post = (await session.exec(
+            select(CasePost).join(OutboxMessage, col(OutboxMessage.id) == col(CasePost.outbox_id)).where(
+                OutboxMessage.channel == TELEGRAM, OutboxMessage.chat == event.chat, OutboxMessage.result_ref == event.reply_to_ref)
+        )).first()
+        if post is None:
+            return  # a reply to something that is not about a case
+        report = await session.get(Report, post.report_id)
+        if not await self._authorised(session, report, partner, "message"):
+            self._say(session, partner, "partner.refused")
+            return
+        assert report is not None and report.id is not None
+        if report.reporter_id is None or report.contact_mode in ("phone", "none"):
+            await self._post(session, report, partner, "partner.no_bot_contact", code=report.code)
+            return
+        message = CaseMessage(report_id=report.id, direction="to_reporter", body=event.text or "")
+        if report.contact_mode == "anytime" and await self.relay_to_reporter(session, report, [message]):
+            message.status = "queued"
+            await self._post(session, report, partner, "partner.relayed", code=report.code)
+        else:
+            await self._post(session, report, partner, "partner.waiting_for_check", code=report.code)
+        session.add(message)
+
+    async def relay_to_reporter(self, session: AsyncSession, report: Report, messages: list[CaseMessage]) -> bool:
+        """Show partner messages to the reporter and put them where their next words are
+        the answer. Used at once (contact any time) or when they open /status."""
+        reporter = await session.get(User, report.reporter_id) if report.reporter_id else None
+        if reporter is None or not reporter.reachable or not messages:
+            return False
+        lang = reporter.lang or report.lang
+        texts = self.desk.texts
+        body = "\n\n".join(texts.get(lang, "report.partner_message", code=report.code, text=html.escape(m.body or "")) for m in messages)
+        buttons = [{"data": callback_data(REPLY_FLOW, REPLY_STEP, "cancel"), "label": texts.get(lang, "report.reply_later")},
+                   {"data": callback_data(REPLY_FLOW, REPLY_STEP, "qx"), "label": texts.get(lang, "common.quick_exit")}]
+        row = Outbox.add(session, reporter.channel, reporter.address, "message",
+                         {"text": body + "\n\n" + texts.get(lang, "report.reply_prompt"), "buttons": buttons, "columns": 1}, priority=PRIORITY_REPLY)
+        await session.flush()
+        conversation = await session.get(Conversation, reporter.id)
+        if conversation is None:
+            conversation = Conversation(user_id=reporter.id, vars={})
+        conversation.flow, conversation.step = REPLY_FLOW, REPLY_STEP
+        conversation.vars = {**(conversation.vars or {}), "reply_case": report.code, TRAIL_SINCE: row.id, TRAIL: []}
+        session.add(conversation)
+        for m in messages:
+            m.status = "read"
+            session.add(m)
+        return True
+
+    async def answer_from_reporter(self, session: AsyncSession, reporter: User, code: str, text: str) -> bool:
+        report = (await session.exec(select(Report).where(Report.code == code, Report.reporter_id == reporter.id))).first()
+        if report is None or report.status == "closed" or report.partner_id is None:
+            return False
+        partner = self.desk.book.partners.get(report.partner_id)
+        if partner is None or partner.telegram_chat_id is None:
+            return False
+        assert report.id is not None
+        session.add(CaseMessage(report_id=report.id, direction="to_partner", body=text, status="queued"))
+        await self._post(session, report, partner, "partner.reporter_answer", code=report.code, text=html.escape(text))
+        log.info("report %s: reporter's answer relayed to partner %s", report.id, partner.id)
+        return True
+
+    async def pending_for(self, session: AsyncSession, report: Report) -> list[CaseMessage]:
+        return list((await session.exec(select(CaseMessage).where(
+            CaseMessage.report_id == report.id, CaseMessage.direction == "to_reporter", CaseMessage.status == "waiting",
+        ).order_by(col(CaseMessage.id)))).all())

@@ -1,0 +1,218 @@
+"""Reports: taking one from a reporter, routing it, and handing it to partners.
+
+Everything here runs inside the transaction of the event that caused it: the report, its
+routing decisions, the partner deliveries and the reply to the reporter are committed
+together, so the reporter is never told "received" about a report that is not stored,
+and a crash never leaves a report that no one was sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import logging
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.engine.i18n import Translator
+from bot.engine.runner import Turn
+from bot.features.reports.partners import Partner, PartnerBook
+from bot.features.reports.routing import CaseFacts, RouteDecision, next_partner, route_report
+from bot.features.reports.webhook import webhook_payload
+from bot.outbox import PRIORITY_PARTNER, PRIORITY_REPLY, Outbox
+from storage.models import OutboxMessage, User, utcnow
+from storage.reports import CasePost, Report, ReportCount, ReportRoute
+
+log = logging.getLogger(__name__)
+
+CODE_ALPHABET = "ACDEFGHJKLMNPQRTUVWXY34679"  # no 0/O, 1/I, 2/Z, 5/S, 8/B look-alikes
+DRAFT_KEYS = ("category", "urgent", "country", "province", "place", "affected", "description", "attachments",
+              "contact_mode", "phone", "screening_summary")
+TELEGRAM = "telegram"
+WEBHOOK = "webhook"
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(6))
+
+
+def caseworker_ref(address: str) -> str:
+    """Who claimed a case, without keeping their platform id."""
+    return hashlib.sha256(address.encode()).hexdigest()[:16]
+
+
+def facts_of(report: Report) -> CaseFacts:
+    return CaseFacts(report.country, report.province, report.category, report.lang, report.urgent)
+
+
+async def count(session: AsyncSession, when: datetime, country: str, category: str, shared: bool) -> None:
+    month = when.strftime("%Y-%m")
+    row = (await session.exec(select(ReportCount).where(
+        ReportCount.month == month, ReportCount.country == country, ReportCount.category == category, ReportCount.shared == shared,
+    ))).first()
+    if row is None:
+        row = ReportCount(month=month, country=country, category=category, shared=shared, count=0)
+    row.count += 1
+    session.add(row)
+
+
+class ReportDesk:
+    """The report feature's services, shared by the flow actions, the partner console and jobs."""
+
+    def __init__(self, book: PartnerBook, texts: Translator) -> None:
+        self.book = book
+        self.texts = texts
+
+    # -- taking a report -------------------------------------------------------------------
+
+    async def submit(self, turn: Turn) -> str | None:
+        values = turn.values
+        place = values.get("place")
+        content: dict[str, Any] = {
+            "description": values.get("description") or "",
+            "place": place if isinstance(place, str) else None,
+            "location": place.get("location") if isinstance(place, dict) else None,
+            "phone": values.get("phone") if values.get("contact_mode") == "phone" else None,
+            "attachments": values.get("attachments") or [],
+            "screening_summary": values.get("screening_summary"),
+        }
+        report = Report(
+            code=await self._unique_code(turn.session), reporter_id=turn.user.id, lang=turn.lang,
+            category=str(values.get("category") or "other"), urgent=bool(values.get("urgent")),
+            country=str(values.get("country") or "other"), province=values.get("province"),
+            affected=str(values.get("affected") or "unknown"), contact_mode=str(values.get("contact_mode") or "none"),
+            content=content,
+        )
+        turn.session.add(report)
+        await turn.session.flush()
+        decisions = route_report(self.book, facts_of(report))
+        for decision in decisions:
+            await self.deliver(turn.session, report, decision)
+        if decisions:
+            primary = decisions[0].partner
+            report.partner_id = primary.id
+            report.ack_deadline = report.created_at + timedelta(minutes=primary.ack_minutes(report.urgent))
+        else:
+            log.warning("report %s: no partner covers %s/%s; kept for the hotline-only fallback", report.id, report.country, report.category)
+        turn.session.add(report)
+        await count(turn.session, report.created_at, report.country, report.category, shared=True)
+        log.info("report %s stored and routed to %d partner(s)", report.id, len(decisions))
+        for key in DRAFT_KEYS:
+            values.pop(key, None)
+        turn.values["report_code"] = report.code
+        return None
+
+    async def count_only(self, turn: Turn) -> str | None:
+        """No consent: nothing but an anonymous count is kept."""
+        await count(turn.session, utcnow(), str(turn.values.get("country") or "other"), str(turn.values.get("category") or "other"), shared=False)
+        for key in DRAFT_KEYS:
+            if key != "country":
+                turn.values.pop(key, None)
+        return None
+
+    async def _unique_code(self, session: AsyncSession) -> str:
+        while True:
+            code = new_code()
+            if (await session.exec(select(Report.id).where(Report.code == code))).first() is None:
+                return code
+
+    # -- delivering to partners --------------------------------------------------------------
+
+    async def deliver(self, session: AsyncSession, report: Report, decision: RouteDecision) -> None:
+        partner = decision.partner
+        assert report.id is not None
+        session.add(ReportRoute(report_id=report.id, partner_id=partner.id, kind=decision.kind, reason=decision.reason))
+        if partner.telegram_chat_id is not None:
+            card = OutboxMessage(channel=TELEGRAM, chat=str(partner.telegram_chat_id), kind="message", priority=PRIORITY_PARTNER,
+                                 payload=Outbox.encode({"text": self.card_text(report, partner, decision), "buttons": self.card_buttons(report, partner),
+                                                        "columns": 2}))
+            session.add(card)
+            await session.flush()
+            assert card.id is not None
+            session.add(CasePost(report_id=report.id, partner_id=partner.id, outbox_id=card.id))
+            for item in (report.content or {}).get("attachments", []):
+                Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), item["kind"],
+                           {"file_id": item["file_id"], "reply_to_outbox": card.id}, priority=PRIORITY_PARTNER)
+        if partner.webhook_url:
+            Outbox.add(session, WEBHOOK, partner.id, "report", webhook_payload(report, partner, decision), priority=PRIORITY_PARTNER)
+
+    def _t(self, partner: Partner, key: str, **params: object) -> str:
+        return self.texts.get(partner.console_language, key, **params)
+
+    def card_text(self, report: Report, partner: Partner, decision: RouteDecision) -> str:
+        t = lambda key, **p: self._t(partner, key, **p)  # noqa: E731
+        content = report.content or {}
+        country = t(f"country.{report.country}") if self.texts.has(f"country.{report.country}") else report.country
+        where = country + (f" / {t(f'province.{report.country}.{report.province}')}" if report.province and self.texts.has(f"province.{report.country}.{report.province}") else "")
+        if content.get("place"):
+            where += f" / {html.escape(content['place'])}"
+        lines = [
+            t("partner.card.title", code=report.code) + (" " + t("partner.card.urgent") if report.urgent else ""),
+            t("partner.card.category", category=t(f"report.category.{report.category}")),
+            t("partner.card.where", where=where),
+            t("partner.card.affected", affected=t(f"report.affected.{report.affected}") if self.texts.has(f"report.affected.{report.affected}") else report.affected),
+            t("partner.card.contact", contact=t(f"report.contact.{report.contact_mode}")),
+            t("partner.card.language", lang=self.texts.get(report.lang, "language.self_name")),
+            t("partner.card.received", when=report.created_at.strftime("%Y-%m-%d %H:%M UTC")),
+            t("partner.card.routing", kind=decision.kind, reason=html.escape(decision.reason)),
+        ]
+        if content.get("location"):
+            loc = content["location"]
+            lines.append(t("partner.card.location", lat=f"{loc['lat']:.4f}", lon=f"{loc['lon']:.4f}"))
+        if content.get("phone"):
+            lines.append(t("partner.card.phone", phone=html.escape(content["phone"])))
+        if content.get("attachments"):
+            lines.append(t("partner.card.attachments", count=len(content["attachments"])))
+        if content.get("screening_summary"):
+            lines.append(t("partner.card.screening", summary=html.escape(str(content["screening_summary"]))))
+        lines += ["", t("partner.card.original"), html.escape(content.get("description") or "—")]
+        return "\n".join(lines)
+
+    def card_buttons(self, report: Report, partner: Partner) -> list[dict[str, str]]:
+        return [{"data": f"p:{action}:{report.id}", "label": self._t(partner, f"partner.button.{action}")}
+                for action in ("ack", "claim", "ask", "close")]
+
+    # -- escalation ------------------------------------------------------------------------------
+
+    async def escalate_overdue(self, session: AsyncSession, now: datetime) -> int:
+        """Cases not acknowledged in time go to the next partner; returns how many moved."""
+        overdue = (await session.exec(select(Report).where(
+            Report.status == "open", col(Report.ack_deadline).is_not(None), col(Report.ack_deadline) <= now,
+        ))).all()
+        moved = 0
+        for report in overdue:
+            already = set((await session.exec(select(ReportRoute.partner_id).where(ReportRoute.report_id == report.id))).all())
+            late = self.book.partners.get(report.partner_id or "")
+            found = next_partner(self.book, facts_of(report), already)
+            if found is None:
+                log.warning("report %s: not acknowledged and no partner left to escalate to", report.id)
+                report.ack_deadline = None
+                session.add(report)
+                continue
+            partner, why = found
+            minutes = late.ack_minutes(report.urgent) if late else 0
+            reason = f"escalated: {report.partner_id} did not acknowledge within {minutes} minutes; next: {why}"
+            await self.deliver(session, report, RouteDecision(partner, "escalation", reason))
+            report.partner_id = partner.id
+            report.ack_deadline = now + timedelta(minutes=partner.ack_minutes(report.urgent))
+            session.add(report)
+            moved += 1
+            log.info("report %s escalated to %s", report.id, partner.id)
+        return moved
+
+    # -- telling the reporter ----------------------------------------------------------------------
+
+    async def tell_reporter(self, session: AsyncSession, report: Report, key: str, **params: object) -> bool:
+        """Send the reporter a message now, if they allowed contact at any time."""
+        if report.reporter_id is None or report.contact_mode != "anytime":
+            return False
+        reporter = await session.get(User, report.reporter_id)
+        if reporter is None or not reporter.reachable:
+            return False
+        text = self.texts.get(reporter.lang or report.lang, key, code=report.code, **params)
+        Outbox.add(session, reporter.channel, reporter.address, "message", {"text": text}, priority=PRIORITY_REPLY)
+        return True
