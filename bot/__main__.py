@@ -8,7 +8,7 @@ import asyncio
 import sys
 
 from bot import features
-from bot.app import configure_logging, run_telegram, run_terminal
+from bot.app import configure_logging, rotate_keys, run_telegram, run_terminal
 from bot.check import check_project, format_report
 from bot.settings import load_settings
 
@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--user", default="local", help="who you are, so that separate users keep separate conversations (default: local)")
     sub.add_parser("check", help="validate flows, content and translations; print coverage per language",
                    description="Validate every flow, content and locale file. Exits 1 on any error, naming file and line.")
+    sub.add_parser("rotate-keys", help="re-encrypt stored data with the first key of SAFEROUTE_KEYS",
+                   description="Key rotation: put a new key first in SAFEROUTE_KEYS (keep the old one after it), run this, "
+                               "then remove the old key.")
     for feature in features.modules():
         if hasattr(feature, "add_commands"):
             feature.add_commands(sub)
@@ -35,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     if hasattr(args, "func"):
         return int(args.func(args, settings) or 0)
+    if args.command == "rotate-keys":
+        counts = asyncio.run(rotate_keys(settings))
+        for column, n in counts.items():
+            print(f"{column}: {n} value(s) re-encrypted")
+        return 0
     if args.command == "check":
         report = check_project(settings.flows_dir, settings.locales_dir)
         print(format_report(report))

@@ -88,3 +88,13 @@ async def run_terminal(settings: Settings, *, user: str, lang: str | None) -> No
         await TerminalChat(core.conversations, core.outbox, core.texts, user=user, lang=lang).run()
     finally:
         await core.close()
+
+
+async def rotate_keys(settings: Settings) -> dict[str, int]:
+    vault = crypto.Vault(crypto.load_keys(settings.saferoute_keys, settings.key_file))
+    crypto.use(vault)
+    db = await connect(settings.database_url)
+    try:
+        return await crypto.rotate_all(db.engine, vault)
+    finally:
+        await db.close()

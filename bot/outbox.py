@@ -1,9 +1,14 @@
 """Everything the bot sends leaves through here.
 
 Rows are written in the same transaction as the change that caused them, then drained by
-one sender per channel: replies before partner deliveries before broadcasts. A row is
-claimed with a lease (and `FOR UPDATE SKIP LOCKED` on PostgreSQL), so two processes never
-send the same row, and a row whose sender died is sent after the lease runs out.
+one sender per channel. A row is claimed with a lease (and `FOR UPDATE SKIP LOCKED` on
+PostgreSQL), so two processes never send the same row, and a row whose sender died is sent
+again once the lease has run out.
+
+The sender knows the platform's limits: a global rate that no one-second window exceeds;
+at most one bulk message a second per chat; a 429 pauses all sending for its retry_after;
+a 403 marks the user unreachable. It works two lanes: replies (and partner deliveries),
+which take the rate first and never wait behind broadcast traffic, and bulk (broadcasts).
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -52,6 +60,14 @@ class Rejected(DeliveryError):
 Deliver = Callable[[OutboxMessage, dict[str, Any]], Awaitable[str | None]]
 
 
+@dataclass
+class Outcome:
+    row: OutboxMessage
+    status: str  # sent, failed, unreachable, retry, later
+    ref: str | None = None
+    after: float = 0.0
+
+
 class Outbox:
     def __init__(self, db: Database, *, lease: timedelta = LEASE) -> None:
         self.db = db
@@ -63,8 +79,11 @@ class Outbox:
         return json.dumps(payload, ensure_ascii=False)
 
     @staticmethod
-    def add(session: AsyncSession, channel: str, chat: str, kind: str, payload: dict[str, Any], priority: int = PRIORITY_REPLY) -> OutboxMessage:
-        row = OutboxMessage(channel=channel, chat=chat, kind=kind, payload=Outbox.encode(payload), priority=priority)
+    def add(session: AsyncSession, channel: str, chat: str, kind: str, payload: dict[str, Any], priority: int = PRIORITY_REPLY,
+            *, batch: str | None = None, not_before: Any = None) -> OutboxMessage:
+        row = OutboxMessage(channel=channel, chat=chat, kind=kind, payload=Outbox.encode(payload), priority=priority, batch=batch)
+        if not_before is not None:
+            row.not_before = not_before
         session.add(row)
         return row
 
@@ -77,7 +96,7 @@ class Outbox:
     def notify(self) -> None:
         self.wakeup.set()
 
-    async def claim(self, channel: str, limit: int = 20) -> list[OutboxMessage]:
+    async def claim(self, channel: str, limit: int = 50, *, min_priority: int = 0, max_priority: int = 1_000) -> list[OutboxMessage]:
         now = utcnow()
         async with self.db.transaction() as session:
             due = or_(
@@ -86,97 +105,198 @@ class Outbox:
             )
             query = (
                 select(OutboxMessage)
-                .where(OutboxMessage.channel == channel, due)
+                .where(OutboxMessage.channel == channel, due, col(OutboxMessage.priority) >= min_priority,
+                       col(OutboxMessage.priority) <= max_priority)
                 .order_by(col(OutboxMessage.priority), col(OutboxMessage.id))
                 .limit(limit)
             )
             if self.db.is_postgres:
                 query = query.with_for_update(skip_locked=True)
             rows = list(await session.exec(query))
-            for row in rows:
-                row.status = "sending"
-                row.attempts += 1
-                row.not_before = now + self.lease
-                session.add(row)
+            if rows:
+                await session.exec(
+                    update(OutboxMessage).where(col(OutboxMessage.id).in_([r.id for r in rows]))  # type: ignore[call-overload]
+                    .values(status="sending", attempts=OutboxMessage.attempts + 1, not_before=now + self.lease)
+                )
+                for row in rows:
+                    row.attempts += 1
             return rows
 
-    async def finish(self, row_id: int, *, status: str, ref: str | None = None) -> None:
+    async def settle(self, outcomes: list[Outcome]) -> None:
+        """Record what happened to a batch of rows, in one transaction."""
+        if not outcomes:
+            return
+        now = utcnow()
         async with self.db.transaction() as session:
-            await session.exec(
-                update(OutboxMessage).where(col(OutboxMessage.id) == row_id)  # type: ignore[call-overload]
-                .values(status=status, sent_at=utcnow(), result_ref=ref, payload=None)
-            )
+            done = [{"id": o.row.id, "status": o.status, "sent_at": now, "result_ref": o.ref, "payload": None}
+                    for o in outcomes if o.status in ("sent", "failed", "unreachable")]
+            if done:
+                await session.exec(update(OutboxMessage), params=done)  # type: ignore[call-overload]
+            for o in outcomes:
+                if o.status in ("retry", "later"):
+                    await session.exec(
+                        update(OutboxMessage).where(col(OutboxMessage.id) == o.row.id)  # type: ignore[call-overload]
+                        .values(status="pending", not_before=now + timedelta(seconds=o.after),
+                                attempts=OutboxMessage.attempts - (1 if o.status == "later" else 0))
+                    )
+            gone = {(o.row.channel, o.row.chat) for o in outcomes if o.status == "unreachable"}
+            for channel, chat in gone:
+                await session.exec(
+                    update(User).where(col(User.channel) == channel, col(User.address) == chat).values(reachable=False)  # type: ignore[call-overload]
+                )
 
-    async def retry(self, row: OutboxMessage, after: float, *, give_up: bool = False) -> None:
-        async with self.db.transaction() as session:
-            status = "failed" if give_up else "pending"
-            await session.exec(
-                update(OutboxMessage).where(col(OutboxMessage.id) == row.id)  # type: ignore[call-overload]
-                .values(status=status, not_before=utcnow() + timedelta(seconds=after))
-            )
-
-    async def mark_unreachable(self, channel: str, chat: str) -> None:
-        async with self.db.transaction() as session:
-            await session.exec(
-                update(User).where(col(User.channel) == channel, col(User.address) == chat).values(reachable=False)  # type: ignore[call-overload]
-            )
-
-    async def counts(self) -> dict[str, int]:
+    async def counts(self, batch: str | None = None) -> dict[str, int]:
         async with self.db.session() as session:
-            rows = await session.exec(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))  # type: ignore[call-overload]
-            return {status: n for status, n in rows}
+            query = select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)  # type: ignore[call-overload]
+            if batch is not None:
+                query = query.where(OutboxMessage.batch == batch)
+            return {status: n for status, n in await session.exec(query)}
+
+
+class RateLimiter:
+    """At most `rate` sends in any one-second window. Urgent callers (replies) go before
+    bulk ones; a 429 pauses everyone until its retry_after has passed."""
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = max(1, int(rate))
+        self.clock = clock
+        self.stamps: deque[float] = deque()
+        self.paused_until = 0.0
+        self.urgent_waiting = 0
+
+    def pause(self, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, self.clock() + seconds)
+
+    def _wait_needed(self) -> float:
+        now = self.clock()
+        if self.paused_until > now:
+            return self.paused_until - now
+        while self.stamps and now - self.stamps[0] >= 1.0:
+            self.stamps.popleft()
+        if len(self.stamps) < self.rate:
+            return 0.0
+        return 1.0 - (now - self.stamps[0])
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        if urgent:
+            self.urgent_waiting += 1
+        try:
+            while True:
+                wait = self._wait_needed()
+                if wait <= 0 and (urgent or not self.urgent_waiting):
+                    self.stamps.append(self.clock())
+                    return
+                await asyncio.sleep(max(wait, 0.001) if wait > 0 else 0.001)
+        finally:
+            if urgent:
+                self.urgent_waiting -= 1
 
 
 class Sender:
-    """Drains one channel's rows in priority order and maps delivery errors to retries."""
+    """Drains one channel's rows: a reply lane and a bulk lane sharing one rate limit."""
 
     def __init__(self, outbox: Outbox, channel: str, deliver: Deliver, *, idle_poll: float = 2.0,
-                 max_attempts: int | None = MAX_ATTEMPTS, max_age: timedelta | None = None) -> None:
+                 max_attempts: int | None = MAX_ATTEMPTS, max_age: timedelta | None = None,
+                 limiter: RateLimiter | None = None, concurrency: int = 8, bulk_batch: int = 200,
+                 per_chat_interval: float = 1.0) -> None:
         self.outbox = outbox
         self.channel = channel
         self.deliver = deliver
         self.idle_poll = idle_poll
         self.max_attempts = max_attempts
         self.max_age = max_age
+        self.limiter = limiter
+        self.concurrency = concurrency
+        self.bulk_batch = bulk_batch
+        self.per_chat_interval = per_chat_interval
+        self.last_bulk: OrderedDict[str, float] = OrderedDict()
+        self.bulk_wakeup = asyncio.Event()
 
     async def drain(self) -> int:
-        """Send everything due now; return how many rows were handled."""
+        """Send everything due now, replies first; return how many rows were handled."""
         handled = 0
-        while rows := await self.outbox.claim(self.channel):
-            for row in rows:
-                await self._send(row)
-                handled += 1
-        return handled
+        while True:
+            rows = await self.outbox.claim(self.channel, self.bulk_batch)
+            if not rows:
+                return handled
+            await self._send_all(rows)
+            handled += len(rows)
 
     async def run(self) -> None:
+        await asyncio.gather(self._lane(urgent=True), self._lane(urgent=False))
+
+    async def _lane(self, *, urgent: bool) -> None:
+        wakeup = self.outbox.wakeup if urgent else self.bulk_wakeup
         while True:
-            self.outbox.wakeup.clear()
-            await self.drain()
+            wakeup.clear()
+            if urgent:
+                rows = await self.outbox.claim(self.channel, 50, max_priority=PRIORITY_BROADCAST - 1)
+            else:
+                rows = await self.outbox.claim(self.channel, self.bulk_batch, min_priority=PRIORITY_BROADCAST)
+            if rows:
+                await self._send_all(rows)
+                continue
+            if urgent:
+                self.bulk_wakeup.set()
             try:
-                await asyncio.wait_for(self.outbox.wakeup.wait(), timeout=self.idle_poll)
+                await asyncio.wait_for(wakeup.wait(), timeout=self.idle_poll)
             except TimeoutError:
                 pass
 
-    async def _send(self, row: OutboxMessage) -> None:
+    async def _send_all(self, rows: list[OutboxMessage]) -> None:
+        """Rows of one chat in order; different chats concurrently."""
+        by_chat: defaultdict[str, list[OutboxMessage]] = defaultdict(list)
+        for row in rows:
+            by_chat[row.chat].append(row)
+        gate = asyncio.Semaphore(self.concurrency)
+        outcomes: list[Outcome] = []
+
+        async def chat_rows(chat_rows: list[OutboxMessage]) -> None:
+            async with gate:
+                for row in chat_rows:
+                    outcome = await self._send(row)
+                    outcomes.append(outcome)
+                    if outcome.status in ("retry", "later"):
+                        for rest in chat_rows[chat_rows.index(row) + 1:]:
+                            outcomes.append(Outcome(rest, "later", after=outcome.after))
+                        return
+
+        await asyncio.gather(*(chat_rows(group) for group in by_chat.values()))
+        await self.outbox.settle(outcomes)
+
+    async def _send(self, row: OutboxMessage) -> Outcome:
         assert row.id is not None
+        bulk = row.priority >= PRIORITY_BROADCAST
+        if bulk:
+            last = self.last_bulk.get(row.chat)
+            now = time.monotonic()
+            if last is not None and now - last < self.per_chat_interval:
+                return Outcome(row, "later", after=self.per_chat_interval - (now - last))
+        if self.limiter is not None:
+            await self.limiter.acquire(urgent=not bulk)
         try:
             ref = await self.deliver(row, json.loads(row.payload or "{}"))
         except RetryLater as exc:
+            if exc.pause_all and self.limiter is not None:
+                self.limiter.pause(exc.after)
             too_many = self.max_attempts is not None and row.attempts >= self.max_attempts
             too_old = self.max_age is not None and utcnow() + timedelta(seconds=exc.after) - row.created_at > self.max_age
             if too_many or too_old:
                 log.error("outbox %s: giving up after %d attempts", row.id, row.attempts)
-            else:
-                log.warning("outbox %s: retry in %.1fs (attempt %d)", row.id, exc.after, row.attempts)
-            await self.outbox.retry(row, exc.after, give_up=too_many or too_old)
-            if exc.pause_all:
+                return Outcome(row, "failed")
+            log.warning("outbox %s: retry in %.1fs (attempt %d)", row.id, exc.after, row.attempts)
+            if exc.pause_all and self.limiter is None:
                 await asyncio.sleep(exc.after)
+            return Outcome(row, "retry", after=exc.after)
         except RecipientGone:
             log.info("outbox %s: recipient unreachable", row.id)
-            await self.outbox.mark_unreachable(row.channel, row.chat)
-            await self.outbox.finish(row.id, status="unreachable")
+            return Outcome(row, "unreachable")
         except Rejected as exc:
             log.error("outbox %s: rejected by the platform: %s", row.id, exc)
-            await self.outbox.finish(row.id, status="failed")
-        else:
-            await self.outbox.finish(row.id, status="sent", ref=ref)
+            return Outcome(row, "failed")
+        if bulk:
+            self.last_bulk[row.chat] = time.monotonic()
+            self.last_bulk.move_to_end(row.chat)
+            while len(self.last_bulk) > 100_000:
+                self.last_bulk.popitem(last=False)
+        return Outcome(row, "sent", ref)

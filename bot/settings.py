@@ -36,6 +36,21 @@ class Settings(BaseSettings):
     )
     key_file: Path = Field(default=PROJECT_ROOT / "data" / "secret.key", description="Where the local key lives when SAFEROUTE_KEYS is unset.")
     report_retention_days: int = Field(default=180, description="Closed cases are purged after this many days; anonymous counts stay.")
+    admin_telegram_ids: str = Field(default="", description="Comma-separated Telegram user ids of the first admins.")
+    send_rate: float = Field(default=25.0, description="Messages a second the Telegram sender never exceeds in any one-second window.")
+    paid_broadcast: bool = Field(default=False, description="Send broadcasts with allow_paid_broadcast (Telegram Stars) and allow up to PAID_SEND_RATE.")
+    paid_send_rate: float = Field(default=1000.0, description="The rate limit in paid-broadcast mode.")
+    api_host: str = Field(default="127.0.0.1", description="Where the staff HTTP API listens.")
+    api_port: int = Field(default=8080, description="Port of the staff HTTP API; 0 turns it off.")
+
+    @property
+    def admin_ids(self) -> set[str]:
+        return {part.strip() for part in self.admin_telegram_ids.split(",") if part.strip()}
+
+    @property
+    def rate(self) -> float:
+        return self.paid_send_rate if self.paid_broadcast else self.send_rate
+
     log_level: str = Field(default="INFO")
 
 

@@ -75,7 +75,9 @@ class EncryptedText(TypeDecorator[str]):
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
-        return None if value is None else active().encrypt(value)
+        if value is None or isinstance(value, _Raw):
+            return value
+        return active().encrypt(value)
 
     def process_result_value(self, value: str | None, dialect: Any) -> str | None:
         if value is None:
@@ -93,7 +95,9 @@ class EncryptedJSON(TypeDecorator[Any]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Any) -> str | None:
-        return None if value is None else active().encrypt(json.dumps(value, ensure_ascii=False))
+        if value is None or isinstance(value, _Raw):
+            return value
+        return active().encrypt(json.dumps(value, ensure_ascii=False))
 
     def process_result_value(self, value: str | None, dialect: Any) -> Any:
         if value is None:
@@ -102,3 +106,28 @@ class EncryptedJSON(TypeDecorator[Any]):
             return json.loads(active().decrypt(value))
         except InvalidToken as exc:
             raise KeyError_("a stored value cannot be decrypted with the configured keys") from exc
+
+
+async def rotate_all(engine: Any, vault: Vault) -> dict[str, int]:
+    """Re-encrypt every encrypted column with the first key (after a new key was put first).
+    Works on the raw tokens, so it needs no knowledge of what they hold."""
+    from sqlalchemy import select, type_coerce, update
+    from sqlmodel import SQLModel
+
+    counts: dict[str, int] = {}
+    async with engine.begin() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            encrypted = [c for c in table.columns if isinstance(c.type, EncryptedText | EncryptedJSON)]
+            if not encrypted:
+                continue
+            key = list(table.primary_key.columns)[0]
+            for column in encrypted:
+                rows = (await conn.execute(select(key, type_coerce(column, Text())).where(column.is_not(None)))).all()
+                for row_id, token in rows:
+                    await conn.execute(update(table).where(key == row_id).values({column.name: _Raw(vault.rotate(token))}))
+                counts[f"{table.name}.{column.name}"] = len(rows)
+    return counts
+
+
+class _Raw(str):
+    """A token that is already encrypted: stored as it is."""

@@ -31,7 +31,7 @@ def alembic_config(url: str | None = None) -> Config:
 def _upgrade(connection: Connection) -> None:
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
-    command.upgrade(cfg, "heads")
+    command.upgrade(cfg, "head")
 
 
 class Database:

@@ -83,3 +83,4 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
     result_ref: str | None = Field(default=None, max_length=64, description="Platform id of what was sent.")
+    batch: str | None = Field(default=None, max_length=32, index=True, description="What the row belongs to, e.g. run:12 of a campaign.")

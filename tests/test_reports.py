@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -330,3 +331,52 @@ async def test_forget_deletes_what_the_bot_holds(running_bot: RunningBot) -> Non
         assert (await session.exec(select(User).where(User.address == "6009"))).first() is None
         report = (await session.exec(select(Report))).one()
         assert report.reporter_id is None and report.content is None
+
+
+async def test_a_process_killed_between_the_commit_and_the_delivery_delivers_exactly_once(fake_api: FakeBotApi, tmp_path: Path) -> None:
+    import signal
+
+    from storage import connect
+    from tests.test_nothing_lost import _start_bot
+
+    partner_groups(fake_api)
+    from bot.engine.i18n import Translator
+
+    texts = Translator.from_dir(PROJECT_ROOT / "locales")
+    en = lambda key, **p: texts.get("en", key, **p)  # noqa: E731
+    user = TelegramUser(fake_api, 6010, "en")
+    process = _start_bot(fake_api, tmp_path / "bot.db")
+    held = asyncio.Event()
+    try:
+        await start_in(user, texts, "en")
+        await report_until_consent(user, en, category="documents_wages", danger=False, country="TH", province="bangkok",
+                                   description="Our boss keeps all our passports", contact="none")
+        consent = await user.expect(re.escape(en("report.ask_consent")[:30]))
+        sends = sum(1 for method, _ in fake_api.calls if method == "sendMessage")
+        fake_api.hold_sends = held
+        await user.press(en("report.consent.yes"), consent)
+        await fake_api.wait_for(lambda: sum(1 for method, _ in fake_api.calls if method == "sendMessage") > sends, timeout=30)
+        process.send_signal(signal.SIGKILL)  # the report is committed; nothing about it has left yet
+        process.wait(timeout=10)
+        assert not [m for m in fake_api.bot_messages(BANGKOK)] and "received" not in user.all_text()
+
+        fake_api.hold_sends = None
+        held.set()
+        process = _start_bot(fake_api, tmp_path / "bot.db")
+        received = await user.expect("Your report has been received", timeout=30)
+        code = re.search(r"code is ([A-Z0-9]{6})", received.text).group(1)  # type: ignore[union-attr]
+        await in_group(fake_api, BANGKOK, code)
+        await user.send("/help")
+        await user.expect("Press the buttons", timeout=30)
+        assert len([m for m in fake_api.bot_messages(BANGKOK) if code in m.text]) == 1
+        assert len([m for m in fake_api.sent_to(6010) if "Your report has been received" in m.text]) == 1
+    finally:
+        held.set()
+        process.terminate()
+        process.wait(timeout=10)
+    db = await connect(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", migrate=False)
+    try:
+        async with db.session() as session:
+            assert len((await session.exec(select(Report))).all()) == 1
+    finally:
+        await db.close()

@@ -76,7 +76,8 @@ def event_from_update(update: Update) -> tuple[Event, list[Receipt]] | None:
 def keyboard(message: Message) -> InlineKeyboardMarkup | None:
     if not message.buttons:
         return None
-    buttons = [InlineKeyboardButton(b.label, callback_data=b.data) for b in message.buttons]
+    buttons = [InlineKeyboardButton(b.label, url=b.url) if b.url else InlineKeyboardButton(b.label, callback_data=b.data)
+               for b in message.buttons]
     width = max(1, message.columns)
     return InlineKeyboardMarkup([buttons[i : i + width] for i in range(0, len(buttons), width)])
 
@@ -245,7 +246,8 @@ class TelegramChannel:
                 message = Message.from_payload(payload)
                 markup = ForceReply(selective=True) if message.force_reply else keyboard(message)
                 sent = await bot.send_message(chat_id, message.text, parse_mode=ParseMode.HTML, reply_markup=markup,
-                                              disable_web_page_preview=True, reply_to_message_id=reply_to)
+                                              disable_web_page_preview=True, reply_to_message_id=reply_to,
+                                              allow_paid_broadcast=bool(payload.get("paid")) or None)
                 return str(sent.message_id)
             if row.kind == "delete":
                 await bot.delete_message(chat_id, int(payload["message_id"]))

@@ -32,6 +32,7 @@ class Event:
 class Button:
     data: str
     label: str
+    url: str | None = None
 
 
 @dataclass

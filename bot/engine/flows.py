@@ -93,6 +93,17 @@ class FlowSet:
     commands: dict[str, Command]
     deep_links: dict[str, str]
     commands_path: Path
+    link_prefixes: dict[str, str] = field(default_factory=dict)
+
+    def link_target(self, payload: str) -> tuple[str, str] | None:
+        """The flow a /start payload opens, and the rest of the payload for prefixed links
+        (e.g. inv_<token> → ('staff_invite', '<token>'))."""
+        if payload in self.deep_links:
+            return self.deep_links[payload], ""
+        for prefix, flow in self.link_prefixes.items():
+            if payload.startswith(prefix) and len(payload) > len(prefix):
+                return flow, payload[len(prefix):]
+        return None
 
 
 def callback_data(flow: str, step: str, choice: str) -> str:
@@ -284,6 +295,7 @@ def load_flows(directory: Path) -> FlowSet:
     commands_path = directory / "commands.yaml"
     commands: dict[str, Command] = {}
     deep_links: dict[str, str] = {}
+    link_prefixes: dict[str, str] = {}
     if not commands_path.exists():
         problems.append(Problem(commands_path, 0, "missing: the table of commands and deep links"))
     else:
@@ -305,12 +317,19 @@ def load_flows(directory: Path) -> FlowSet:
             if flow_id not in flows:
                 problems.append(Problem(commands_path, line, f"deep link '{payload}' names flow '{flow_id}', which does not exist"))
             deep_links[str(payload)] = str(flow_id)
+        for prefix, flow_id in (data.get("deep_link_prefixes") or {}).items():
+            line = line_of(data.get("deep_link_prefixes"), prefix)
+            if not re.match(r"^[A-Za-z0-9]{1,16}_$", str(prefix)):
+                problems.append(Problem(commands_path, line, f"deep-link prefix '{prefix}': letters or digits ending in _"))
+            if flow_id not in flows:
+                problems.append(Problem(commands_path, line, f"deep-link prefix '{prefix}' names flow '{flow_id}', which does not exist"))
+            link_prefixes[str(prefix)] = str(flow_id)
     for required in ("start", "menu"):
         if required not in flows:
             problems.append(Problem(directory, 0, f"a flow named '{required}' is required"))
     if problems:
         raise ContentError(problems)
-    return FlowSet(flows=flows, commands=commands, deep_links=deep_links, commands_path=commands_path)
+    return FlowSet(flows=flows, commands=commands, deep_links=deep_links, commands_path=commands_path, link_prefixes=link_prefixes)
 
 
 def text_keys(flow: Flow) -> list[tuple[str, int]]:

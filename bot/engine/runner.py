@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_HOPS = 64
 MAX_ANSWER_CHARS = 4000
+OPEN_FLOW = "go:"
 TRAIL = "_trail"
 TRAIL_SINCE = "_trail_since"
 
@@ -136,10 +137,11 @@ class Engine:
 
     async def _on_command(self, turn: Turn, name: str, args: str) -> None:
         if name == "start" and args:
-            target = self.flows.deep_links.get(args.strip())
-            if target and turn.user.lang:
-                return await self._enter(turn, target)
-            if target:
+            found = self.flows.link_target(args.strip())
+            if found:
+                target, turn.values["link_arg"] = found
+                if turn.user.lang:
+                    return await self._enter(turn, target)
                 turn.values["then"] = target
         command = self.flows.commands.get(name)
         if command is None:
@@ -149,6 +151,9 @@ class Engine:
         await self._enter(turn, command.flow)
 
     async def _on_choice(self, turn: Turn, data: str) -> None:
+        if data.startswith(OPEN_FLOW):  # a button on a broadcast: open a journey, like a deep link
+            found = self.flows.link_target(data[len(OPEN_FLOW):])
+            return await self._enter(turn, found[0] if found else "menu")
         parsed = parse_callback(data)
         step = self._current_step(turn)
         if parsed is not None and parsed[2] == QUICK_EXIT and self.flows.flows.get(parsed[0], None) and self.flows.flows[parsed[0]].quick_exit:

@@ -1,0 +1,98 @@
+"""Staff roles (admin, campaign, partner) and the audit log of what staff did."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.broadcasts import ApiToken, AuditEntry, StaffInvite, StaffRole
+from storage.models import User, utcnow
+
+ROLES = ("admin", "campaign", "partner")
+INVITE_LIFETIME = timedelta(days=7)
+
+
+class StaffError(ValueError):
+    """A staff action that cannot be done; the message says why (shown to staff)."""
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Staff:
+    def __init__(self, admin_ids: set[str]) -> None:
+        self.admin_ids = admin_ids
+
+    async def roles(self, session: AsyncSession, user: User) -> set[str]:
+        roles = set((await session.exec(select(StaffRole.role).where(StaffRole.user_id == user.id))).all())
+        if user.channel == "telegram" and user.address in self.admin_ids:
+            roles.add("admin")
+        return roles
+
+    async def can_broadcast(self, session: AsyncSession, user: User) -> bool:
+        return bool({"admin", "campaign"} & await self.roles(session, user))
+
+    async def is_admin(self, session: AsyncSession, user: User) -> bool:
+        return "admin" in await self.roles(session, user)
+
+    @staticmethod
+    def audit(session: AsyncSession, actor: User | None, action: str, target: str = "") -> None:
+        session.add(AuditEntry(actor_id=actor.id if actor else None, action=action, target=target[:128]))
+
+    async def grant(self, session: AsyncSession, admin: User, target: User, role: str) -> None:
+        if role not in ROLES:
+            raise StaffError(f"unknown role '{role}' (roles: {', '.join(ROLES)})")
+        if not await self.is_admin(session, admin):
+            raise StaffError("only an admin can grant roles")
+        existing = (await session.exec(select(StaffRole).where(StaffRole.user_id == target.id, StaffRole.role == role))).first()
+        if existing is None:
+            session.add(StaffRole(user_id=target.id, role=role, granted_by=admin.id))  # type: ignore[arg-type]
+        self.audit(session, admin, "grant", f"user:{target.id} role:{role}")
+
+    async def revoke(self, session: AsyncSession, admin: User, target: User, role: str) -> bool:
+        if not await self.is_admin(session, admin):
+            raise StaffError("only an admin can revoke roles")
+        row = (await session.exec(select(StaffRole).where(StaffRole.user_id == target.id, StaffRole.role == role))).first()
+        if row is not None:
+            await session.delete(row)
+        self.audit(session, admin, "revoke", f"user:{target.id} role:{role}")
+        return row is not None
+
+    async def invite(self, session: AsyncSession, admin: User, role: str, now: datetime | None = None) -> str:
+        """A one-time token for a deep link (`/start inv_<token>`)."""
+        if role not in ROLES:
+            raise StaffError(f"unknown role '{role}' (roles: {', '.join(ROLES)})")
+        if not await self.is_admin(session, admin):
+            raise StaffError("only an admin can invite staff")
+        token = secrets.token_urlsafe(18)
+        session.add(StaffInvite(token_hash=_hash(token), role=role, created_by=admin.id,  # type: ignore[arg-type]
+                                expires_at=(now or utcnow()) + INVITE_LIFETIME))
+        self.audit(session, admin, "invite", f"role:{role}")
+        return token
+
+    async def accept(self, session: AsyncSession, user: User, token: str, now: datetime | None = None) -> str:
+        invite = (await session.exec(select(StaffInvite).where(StaffInvite.token_hash == _hash(token)))).first()
+        now = now or utcnow()
+        if invite is None or invite.used_at is not None or invite.expires_at < now:
+            raise StaffError("this invite link is not valid any more")
+        invite.used_by, invite.used_at = user.id, now
+        session.add(invite)
+        if (await session.exec(select(StaffRole).where(StaffRole.user_id == user.id, StaffRole.role == invite.role))).first() is None:
+            session.add(StaffRole(user_id=user.id, role=invite.role, granted_by=invite.created_by))  # type: ignore[arg-type]
+        self.audit(session, user, "accept_invite", f"role:{invite.role}")
+        return invite.role
+
+    async def new_api_token(self, session: AsyncSession, user: User, label: str = "") -> str:
+        token = "srt_" + secrets.token_urlsafe(24)
+        session.add(ApiToken(token_hash=_hash(token), user_id=user.id, label=label))  # type: ignore[arg-type]
+        self.audit(session, user, "api_token_created", label)
+        return token
+
+    async def user_for_token(self, session: AsyncSession, token: str) -> User | None:
+        row = (await session.exec(select(ApiToken).where(ApiToken.token_hash == _hash(token), ApiToken.revoked_at == None))).first()  # noqa: E711
+        return await session.get(User, row.user_id) if row else None
