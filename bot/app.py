@@ -67,12 +67,20 @@ async def run_telegram(settings: Settings) -> None:
     assert settings.telegram_bot_token
     core = await build_core(settings)
     channel = TelegramChannel(settings.telegram_bot_token, settings.telegram_api_base_url, core.conversations, core.inbox,
-                              core.outbox, core.flows, core.texts, poll_timeout=settings.poll_timeout)
+                              core.outbox, core.flows, core.texts, poll_timeout=settings.poll_timeout, rate=settings.rate)
     background = [asyncio.create_task(loop()) for feature in features.modules() if hasattr(feature, "tasks") for loop in feature.tasks(core)]
     clock = start_clock([job for feature in features.modules() if hasattr(feature, "jobs") for job in feature.jobs(core)])
+    api = None
+    if settings.api_port:
+        from bot.api.app import serve
+        from bot.features.broadcasts import feature as broadcasts
+
+        api = await serve(broadcasts(core), settings.api_host, settings.api_port)
     try:
         await channel.run()
     finally:
+        if api is not None:
+            await api.cleanup()
         clock.shutdown(wait=False)
         for task in background:
             task.cancel()

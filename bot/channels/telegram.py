@@ -25,7 +25,7 @@ from bot.engine.events import Event, Message
 from bot.engine.flows import FlowSet
 from bot.engine.i18n import SOURCE_LANGUAGE, Translator
 from bot.inbox import ChatLocks, Inbox
-from bot.outbox import Outbox, Rejected, RecipientGone, RetryLater, Sender
+from bot.outbox import Outbox, RateLimiter, Rejected, RecipientGone, RetryLater, Sender
 from storage.models import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class TelegramChannel:
         texts: Translator,
         *,
         poll_timeout: int = 30,
+        rate: float = 25.0,
     ) -> None:
         self.conversations = conversations
         self.inbox = inbox
@@ -104,7 +105,8 @@ class TelegramChannel:
         self.locks = ChatLocks()
         self.app: Application = Application.builder().token(token).base_url(base_url).updater(None).build()  # type: ignore[type-arg]
         self.app.add_handler(TypeHandler(Update, self._on_update))
-        self.sender = Sender(outbox, CHANNEL, self.deliver)
+        self.sender = Sender(outbox, CHANNEL, self.deliver, limiter=RateLimiter(rate), concurrency=max(8, min(int(rate), 256)),
+                             bulk_batch=max(200, int(rate) * 2))
         self._tasks: set[asyncio.Task[None]] = set()
         self._offset: int | None = None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
 import json
 import re
 import time
@@ -132,6 +133,13 @@ class FakeBotApi:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._closing = False
+        self.rate_limit: float | None = None
+        self.accept_any_chat = False
+        self.too_many = 0
+        self._window: deque[float] = deque()
+        self.sent_times: list[float] = []
+        self._awaiting_reply: dict[int, float] = {}
+        self.reply_latencies: list[float] = []
         self.port = 0
 
     # -- server --------------------------------------------------------------------------
@@ -140,17 +148,54 @@ class FakeBotApi:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/bot"
 
-    async def __aenter__(self) -> FakeBotApi:
+    async def start(self, port: int = 0) -> FakeBotApi:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/__fake__/stats", self._stats)
+        app.router.add_post("/__fake__/user_sends", self._control_user_sends)
         # A client that disconnects mid-request (a killed bot) cancels its request, as a
         # request that never completed does not reach Telegram's side either.
         self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
+
+    async def __aenter__(self) -> FakeBotApi:
+        return await self.start()
+
+    # -- control endpoints, for benchmarks running the fake in another process ---------------
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"sent": len(self.sent_times), "too_many": self.too_many,
+                                  "first": self.sent_times[0] if self.sent_times else None,
+                                  "last": self.sent_times[-1] if self.sent_times else None,
+                                  "sent_times": self.sent_times if request.query.get("times") else [],
+                                  "reply_latencies": self.reply_latencies})
+
+    async def _control_user_sends(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        user_id = int(body["user_id"])
+        if user_id not in self.users:
+            self.add_user(user_id, "Chatter", body.get("language_code"))
+        self._awaiting_reply[user_id] = time.monotonic()
+        await self.user_sends(user_id, str(body["text"]))
+        return web.json_response({"ok": True})
+
+    def _rate_check(self, chat_id: int) -> None:
+        """Answer 429 above the configured rate, as Telegram does."""
+        now = time.monotonic()
+        if chat_id in self._awaiting_reply:
+            self.reply_latencies.append(now - self._awaiting_reply.pop(chat_id))
+        if self.rate_limit is None:
+            return
+        while self._window and now - self._window[0] >= 1.0:
+            self._window.popleft()
+        if len(self._window) >= self.rate_limit:
+            self.too_many += 1
+            raise ApiError(429, "Too Many Requests: retry after 1", {"retry_after": 1})
+        self._window.append(now)
 
     async def __aexit__(self, *exc: object) -> None:
         self._closing = True
@@ -319,6 +364,8 @@ class FakeBotApi:
             raise ApiError(400, "Bad Request: chat_id is empty") from exc
         if chat_id in self.groups:
             return chat_id
+        if chat_id not in self.users and self.accept_any_chat and chat_id > 0:
+            self.add_user(chat_id, "Subscriber")
         if chat_id not in self.users:
             raise ApiError(400, "Bad Request: chat not found")
         if self.users[chat_id].blocked_bot:
@@ -396,6 +443,8 @@ class FakeBotApi:
         text, html_text = self._render(params)
         buttons = self._buttons(params)
         reply_to = self._reply_target(chat_id, params)
+        self._rate_check(chat_id)
+        self.sent_times.append(time.monotonic())
         if self.hold_sends is not None:
             await self.hold_sends.wait()
         markup = params.get("reply_markup") or {}
@@ -445,3 +494,22 @@ class FakeBotApi:
 
     async def api_getMyCommands(self, params: dict[str, Any]) -> list[dict[str, str]]:
         return self.commands.get(params.get("language_code") or None, [])
+
+
+async def _serve(port: int, rate_limit: float | None) -> None:
+    fake = FakeBotApi()
+    fake.rate_limit = rate_limit
+    fake.accept_any_chat = True
+    await fake.start(port)
+    print(f"fake Bot API on {fake.base_url}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the fake Bot API on its own (for benchmarks).")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--rate-limit", type=float, default=None, help="answer 429 above this many sendMessage a second")
+    options = parser.parse_args()
+    asyncio.run(_serve(options.port, options.rate_limit))

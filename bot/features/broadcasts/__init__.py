@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -13,6 +16,7 @@ from storage.models import utcnow
 
 if TYPE_CHECKING:
     from bot.app import Core
+    from bot.settings import Settings
 
 ACTION_NAMES = chat.ACTION_NAMES
 TEXT_KEYS = ("broadcast.final_report", "broadcast.button.link",
@@ -52,3 +56,41 @@ def actions(core: Core) -> dict[str, Action]:
 
 def jobs(core: Core) -> list[tuple[str, float, Callable[[], Awaitable[object]]]]:
     return [("send due campaigns", 30.0, feature(core).send_due)]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    staff = sub.add_parser("staff", help="staff tools: API tokens", description="Staff tools.")
+    tools = staff.add_subparsers(dest="staff_command", metavar="TOOL", required=True)
+    token = tools.add_parser("token", help="create an API token for a staff member (printed once)",
+                             description="Create a bearer token for the staff HTTP API. The person must be an admin "
+                                         "(ADMIN_TELEGRAM_IDS) or hold the campaign or admin role.")
+    token.add_argument("--telegram-id", required=True, help="the staff member's Telegram user id")
+    token.add_argument("--label", default="", help="what the token is for, e.g. 'campaign dashboard'")
+    token.set_defaults(func=_new_token)
+
+
+def _new_token(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlmodel import select
+
+    from bot.app import build_core
+    from storage.models import User
+
+    async def run() -> int:
+        core = await build_core(settings)
+        try:
+            async with core.db.transaction() as session:
+                user = (await session.exec(select(User).where(User.channel == "telegram", User.address == args.telegram_id))).first()
+                if user is None:
+                    user = User(channel="telegram", address=args.telegram_id)
+                    session.add(user)
+                    await session.flush()
+                if not await feature(core).staff.can_broadcast(session, user):
+                    print(f"{args.telegram_id} has no campaign or admin role: grant one first (/grant in chat)", file=sys.stderr)
+                    return 1
+                token = await feature(core).staff.new_api_token(session, user, args.label)
+            print(token)
+            return 0
+        finally:
+            await core.close()
+
+    return asyncio.run(run())

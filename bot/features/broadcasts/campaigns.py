@@ -256,13 +256,14 @@ class Campaigns:
 
     async def _enqueue(self, session: AsyncSession, campaign: Campaign, run: CampaignRun, now: datetime) -> int:
         topics = set(campaign.audience.get("topics") or [])
+        payloads = {lang: Outbox.encode({"text": html.escape(text, quote=False), "buttons": self._buttons(campaign, lang), "paid": campaign.paid})
+                    for lang, text in campaign.texts.items()}
         rows: list[dict[str, Any]] = []
         count = 0
         for _, address, lang, tz, subscribed_topics in (await session.exec(self._recipients(campaign))).all():
             if topics and not topics & set(subscribed_topics or []):
                 continue
-            payload = {"text": html.escape(campaign.texts[lang], quote=False), "buttons": self._buttons(campaign, lang), "paid": campaign.paid}
-            rows.append({"channel": self.channel, "chat": address, "kind": "message", "payload": Outbox.encode(payload),
+            rows.append({"channel": self.channel, "chat": address, "kind": "message", "payload": payloads[lang],
                          "priority": PRIORITY_BROADCAST, "status": "pending", "attempts": 0, "batch": f"run:{run.id}",
                          "not_before": quiet_until(now, tz) or now, "created_at": now})
             count += 1

@@ -1,0 +1,160 @@
+"""Campaign endpoints. Bad input gets a 4xx with a message that says what is wrong."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bot.features.broadcasts import BroadcastsFeature
+from bot.features.broadcasts.campaigns import CampaignError
+from storage.broadcasts import Campaign
+from storage.models import utcnow
+
+log = logging.getLogger(__name__)
+
+FEATURE = web.AppKey("broadcasts", BroadcastsFeature)
+STAFF = "staff_user"
+SPEC = Path(__file__).with_name("openapi.yaml")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == "/openapi.yaml":
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return error(401, "send 'Authorization: Bearer <token>'; staff get a token with `python -m bot staff token`")
+    feature = request.app[FEATURE]
+    async with feature.core.db.session() as session:
+        user = await feature.staff.user_for_token(session, header[len("Bearer "):].strip())
+        if user is None:
+            return error(401, "unknown or revoked token")
+        if not await feature.staff.can_broadcast(session, user):
+            return error(403, "this token's owner has no campaign or admin role")
+    request[STAFF] = user
+    return await handler(request)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text=json.dumps({"error": "send JSON (Content-Type: application/json)"}),
+                                           content_type="application/json")
+    try:
+        body = await request.json()
+    except json.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"not valid JSON: {exc}"}), content_type="application/json") from exc
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object"}), content_type="application/json")
+    return body
+
+
+def _campaign_id(request: web.Request) -> int:
+    raw = request.match_info["campaign_id"]
+    if not raw.isdigit():
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"campaign id '{raw}' is not a number"}), content_type="application/json")
+    return int(raw)
+
+
+async def _view(feature: BroadcastsFeature, session: Any, campaign: Campaign) -> dict[str, Any]:
+    progress = await feature.campaigns.progress(session, campaign, utcnow())
+    return {**progress.as_dict(), "texts": campaign.texts, "button": campaign.button, "audience": campaign.audience,
+            "schedule": campaign.schedule, "paid": campaign.paid, "created_at": campaign.created_at.isoformat()}
+
+
+async def create_campaign(request: web.Request) -> web.Response:
+    feature, user = request.app[FEATURE], request[STAFF]
+    body = await _body(request)
+    unknown = set(body) - {"name", "texts", "button", "audience", "schedule", "paid"}
+    if unknown:
+        return error(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    if not isinstance(body.get("texts"), dict):
+        return error(400, "texts: an object of language code to message, e.g. {\"km\": \"…\"}")
+    async with feature.core.db.transaction() as session:
+        try:
+            campaign = await feature.campaigns.create(
+                session, user, name=str(body.get("name") or ""), texts=body["texts"], button=body.get("button"),
+                audience=body.get("audience") or {}, schedule=body.get("schedule") or {"kind": "now"}, paid=bool(body.get("paid")))
+        except CampaignError as exc:
+            return error(400, str(exc))
+        feature.staff.audit(session, user, "campaign_created_api", f"campaign:{campaign.id}")
+        view = await _view(feature, session, campaign)
+    log.info("campaign %s created through the API", view["id"])
+    return web.json_response(view, status=201)
+
+
+async def list_campaigns(request: web.Request) -> web.Response:
+    from sqlmodel import col, select
+
+    feature = request.app[FEATURE]
+    status = request.query.get("status")
+    async with feature.core.db.session() as session:
+        query = select(Campaign).order_by(col(Campaign.id).desc())
+        if status:
+            query = query.where(Campaign.status == status)
+        campaigns = (await session.exec(query)).all()
+        return web.json_response({"campaigns": [await _view(feature, session, c) for c in campaigns]})
+
+
+async def show_campaign(request: web.Request) -> web.Response:
+    feature = request.app[FEATURE]
+    async with feature.core.db.session() as session:
+        campaign = await session.get(Campaign, _campaign_id(request))
+        if campaign is None:
+            return error(404, "no such campaign")
+        return web.json_response(await _view(feature, session, campaign))
+
+
+def change(action: str) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        feature, user = request.app[FEATURE], request[STAFF]
+        async with feature.core.db.transaction() as session:
+            campaign = await session.get(Campaign, _campaign_id(request))
+            if campaign is None:
+                return error(404, "no such campaign")
+            try:
+                await feature.campaigns.set_status(session, campaign, action)
+            except CampaignError as exc:
+                return error(409, str(exc))
+            feature.staff.audit(session, user, f"campaign_{action}_api", f"campaign:{campaign.id}")
+            view = await _view(feature, session, campaign)
+        feature.core.outbox.notify()
+        return web.json_response(view)
+
+    return handler
+
+
+async def openapi(_request: web.Request) -> web.FileResponse:
+    return web.FileResponse(SPEC, headers={"Content-Type": "application/yaml"})
+
+
+def build_api(feature: BroadcastsFeature) -> web.Application:
+    app = web.Application(middlewares=[bearer_auth])
+    app[FEATURE] = feature
+    app.router.add_get("/openapi.yaml", openapi)
+    app.router.add_get("/campaigns", list_campaigns)
+    app.router.add_post("/campaigns", create_campaign)
+    app.router.add_get("/campaigns/{campaign_id}", show_campaign)
+    for action in ("pause", "resume", "cancel"):
+        app.router.add_post(f"/campaigns/{{campaign_id}}/{action}", change(action))
+    return app
+
+
+async def serve(feature: BroadcastsFeature, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(build_api(feature), handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("staff API on http://%s:%d", host, port)
+    return runner
+
+
+
