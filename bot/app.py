@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from bot import features
 from bot.conversation import Conversations
@@ -19,6 +21,8 @@ from bot.scheduler import start_clock
 from bot.settings import Settings
 from storage import Database, connect, crypto
 
+T = TypeVar("T")
+
 
 @dataclass
 class Core:
@@ -31,6 +35,13 @@ class Core:
     inbox: Inbox
     outbox: Outbox
     conversations: Conversations
+    parts: dict[str, Any] = field(default_factory=dict)
+
+    def part(self, name: str, make: Callable[[], T]) -> T:
+        """A feature's long-lived object for this core, made on first use."""
+        if name not in self.parts:
+            self.parts[name] = make()
+        return self.parts[name]  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         await self.db.close()

@@ -211,6 +211,8 @@ class Sender:
         self.per_chat_interval = per_chat_interval
         self.last_bulk: OrderedDict[str, float] = OrderedDict()
         self.bulk_wakeup = asyncio.Event()
+        self._unsettled: list[Outcome] = []
+        self._settling = asyncio.Lock()
 
     async def drain(self) -> int:
         """Send everything due now, replies first; return how many rows were handled."""
@@ -244,25 +246,32 @@ class Sender:
                 pass
 
     async def _send_all(self, rows: list[OutboxMessage]) -> None:
-        """Rows of one chat in order; different chats concurrently."""
+        """Rows of one chat in order; different chats concurrently. Each outcome is recorded
+        as soon as it is known (group-committed), so a crash re-sends at most the rows whose
+        send had not been recorded yet, never a whole batch."""
         by_chat: defaultdict[str, list[OutboxMessage]] = defaultdict(list)
         for row in rows:
             by_chat[row.chat].append(row)
         gate = asyncio.Semaphore(self.concurrency)
-        outcomes: list[Outcome] = []
 
         async def chat_rows(chat_rows: list[OutboxMessage]) -> None:
             async with gate:
-                for row in chat_rows:
+                for index, row in enumerate(chat_rows):
                     outcome = await self._send(row)
-                    outcomes.append(outcome)
+                    await self._record([outcome])
                     if outcome.status in ("retry", "later"):
-                        for rest in chat_rows[chat_rows.index(row) + 1:]:
-                            outcomes.append(Outcome(rest, "later", after=outcome.after))
+                        await self._record([Outcome(rest, "later", after=outcome.after) for rest in chat_rows[index + 1:]])
                         return
 
         await asyncio.gather(*(chat_rows(group) for group in by_chat.values()))
-        await self.outbox.settle(outcomes)
+        await self._record([])
+
+    async def _record(self, outcomes: list[Outcome]) -> None:
+        self._unsettled.extend(outcomes)
+        while self._unsettled and not self._settling.locked():
+            async with self._settling:
+                batch, self._unsettled = self._unsettled, []
+                await self.outbox.settle(batch)
 
     async def _send(self, row: OutboxMessage) -> Outcome:
         assert row.id is not None

@@ -41,13 +41,8 @@ class BroadcastsFeature:
         return len(started)
 
 
-_features: dict[int, BroadcastsFeature] = {}
-
-
 def feature(core: Core) -> BroadcastsFeature:
-    if id(core) not in _features:
-        _features[id(core)] = BroadcastsFeature(core)
-    return _features[id(core)]
+    return core.part("broadcasts", lambda: BroadcastsFeature(core))
 
 
 def actions(core: Core) -> dict[str, Action]:

@@ -105,13 +105,8 @@ class ReportsFeature:
             return await purge(session, utcnow(), retention_days=self.core.settings.report_retention_days)
 
 
-_features: dict[int, ReportsFeature] = {}
-
-
 def feature(core: Core) -> ReportsFeature:
-    if id(core) not in _features:
-        _features[id(core)] = ReportsFeature(core)
-    return _features[id(core)]
+    return core.part("reports", lambda: ReportsFeature(core))
 
 
 def actions(core: Core) -> dict[str, Action]:

@@ -1,0 +1,156 @@
+"""Broadcast delivery: the rate is never exceeded, replies jump the queue, and a process
+killed in the middle of a campaign finishes it after restart with no duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from sqlmodel import col, func, select
+
+from bot.app import build_core
+from bot.features.broadcasts import feature
+from bot.features.broadcasts.subscribers import subscribe
+from bot.outbox import PRIORITY_BROADCAST, PRIORITY_REPLY, Outbox, RateLimiter, Sender
+from bot.settings import PROJECT_ROOT, Settings
+from storage import connect
+from storage.models import OutboxMessage, User
+from tests.fakes.bot_api import FakeBotApi
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    """Wait for a condition in another process's database; the timeout only fails a test."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+def daytime_zone() -> str:
+    """A zone where it is daytime now, so that quiet hours do not defer the test's messages."""
+    hour = time.gmtime().tm_hour
+    offset = next(o for o in range(-12, 15) if 9 <= (hour + o) % 24 < 19)
+    return f"Etc/GMT{'-' if offset >= 0 else '+'}{abs(offset)}"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_limiter_never_allows_more_than_the_rate_in_any_one_second_window() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(3, clock=clock)
+    granted: list[float] = []
+    for _ in range(3):
+        await limiter.acquire()
+        granted.append(clock.now)
+    waiting = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    assert not waiting.done(), "a fourth send in the same second waits"
+    clock.now = 1.0
+    await asyncio.wait_for(waiting, 1)
+    limiter.pause(5)
+    paused = asyncio.create_task(limiter.acquire(urgent=True))
+    await asyncio.sleep(0.01)
+    assert not paused.done(), "a 429 pauses even replies"
+    clock.now = 6.5
+    await asyncio.wait_for(paused, 1)
+
+
+async def test_replies_are_sent_before_a_backlog_of_broadcasts(tmp_path: Path) -> None:
+    db = await connect(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}")
+    outbox = Outbox(db)
+    order: list[str] = []
+    try:
+        async with db.transaction() as session:
+            for n in range(30):
+                Outbox.add(session, "telegram", str(1000 + n), "message", {"text": f"broadcast {n}"}, PRIORITY_BROADCAST)
+            Outbox.add(session, "telegram", "42", "message", {"text": "reply"}, PRIORITY_REPLY)
+
+        async def deliver(row: OutboxMessage, payload: dict) -> str:
+            order.append(payload["text"])
+            return "1"
+
+        await Sender(outbox, "telegram", deliver, bulk_batch=10).drain()
+        assert order[0] == "reply" and len(order) == 31
+    finally:
+        await db.close()
+
+
+async def test_a_process_killed_in_the_middle_of_a_campaign_finishes_it_after_restart_with_no_duplicate(
+        fake_api: FakeBotApi, tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    settings = Settings(database_url=url, flows_dir=PROJECT_ROOT / "flows", locales_dir=PROJECT_ROOT / "locales")
+    core = await build_core(settings)
+    subscribers = [3_000_000 + n for n in range(40)]
+    async with core.db.transaction() as session:
+        creator = User(channel="telegram", address="7001", lang="en")
+        session.add(creator)
+        for n, uid in enumerate(subscribers):
+            user = User(channel="telegram", address=str(uid), lang="km" if n % 2 else "th")
+            session.add(user)
+            await session.flush()
+            await subscribe(session, user, tz=daytime_zone())
+        await session.flush()
+        await feature(core).campaigns.create(session, creator, name="harvest", texts={"km": "ប្រយ័ត្នមេខ្យល់", "th": "ระวังนายหน้าเถื่อน"})
+    await core.close()
+    fake_api.add_user(7001, "Staff", "en")
+    for uid in subscribers:
+        fake_api.add_user(uid, "Subscriber")
+
+    def start() -> subprocess.Popen[bytes]:
+        env = {**os.environ, "TELEGRAM_BOT_TOKEN": fake_api.token, "TELEGRAM_API_BASE_URL": fake_api.base_url, "DATABASE_URL": url,
+               "POLL_TIMEOUT": "2", "OUTBOX_LEASE_SECONDS": "1", "SEND_RATE": "10", "API_PORT": "0"}
+        log = (tmp_path / "bot.log").open("ab")
+        return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log)
+
+    def broadcasts_received() -> int:
+        return sum(len(fake_api.sent_to(uid)) for uid in subscribers)
+
+    async def sent_in_db() -> int:
+        db = await connect(url, migrate=False)
+        try:
+            async with db.session() as session:
+                return (await session.exec(select(func.count()).select_from(OutboxMessage).where(
+                    col(OutboxMessage.batch).is_not(None), OutboxMessage.status == "sent"))).one()
+        finally:
+            await db.close()
+
+    process = start()
+    held = asyncio.Event()
+    try:
+        await fake_api.wait_for(lambda: broadcasts_received() >= 12, timeout=60)
+        fake_api.hold_sends = held  # what is in flight now never arrives
+        delivered = broadcasts_received()
+        await eventually(lambda: _equals(sent_in_db, delivered))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        assert broadcasts_received() < len(subscribers), "killed in the middle"
+
+        fake_api.hold_sends = None
+        held.set()
+        process = start()
+        await fake_api.wait_for(lambda: broadcasts_received() >= len(subscribers), timeout=60)
+        report = await fake_api.wait_for(lambda: next((m for m in fake_api.sent_to(7001) if "harvest" in m.text), None), timeout=60)
+        assert all(len(fake_api.sent_to(uid)) == 1 for uid in subscribers), "nobody got the message twice"
+        texts = {m.text for uid in subscribers for m in fake_api.sent_to(uid)}
+        assert texts == {"ប្រយ័ត្នមេខ្យល់", "ระวังนายหน้าเถื่อน"}
+        assert "40" in report.text
+    finally:
+        held.set()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def _equals(count: Callable[[], Awaitable[int]], expected: int) -> bool:
+    return await count() == expected
