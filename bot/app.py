@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from datetime import timedelta
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +88,9 @@ async def run_telegram(settings: Settings) -> None:
         from bot.features.broadcasts import feature as broadcasts
 
         api = await serve(broadcasts(core), settings.api_host, settings.api_port)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, channel.request_stop)
     try:
         await channel.run()
     finally:

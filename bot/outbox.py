@@ -153,6 +153,18 @@ class Outbox:
             return {status: n for status, n in await session.exec(query)}
 
 
+async def _all_or_none(coroutines: list[Any]) -> None:
+    """Run concurrently; when cancelled, cancel the rest and wait until each has really
+    stopped (a database call being cancelled still has to close its connection)."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class RateLimiter:
     """At most `rate` sends in any one-second window. Urgent callers (replies) go before
     bulk ones; a 429 pauses everyone until its retry_after has passed."""
@@ -177,16 +189,16 @@ class RateLimiter:
             return 0.0
         return 1.0 - (now - self.stamps[0])
 
-    async def acquire(self, *, urgent: bool = False) -> None:
+    async def acquire(self, *, urgent: bool = False, stopping: Callable[[], bool] = lambda: False) -> None:
         if urgent:
             self.urgent_waiting += 1
         try:
-            while True:
+            while not stopping():
                 wait = self._wait_needed()
                 if wait <= 0 and (urgent or not self.urgent_waiting):
                     self.stamps.append(self.clock())
                     return
-                await asyncio.sleep(max(wait, 0.001) if wait > 0 else 0.001)
+                await asyncio.sleep(min(max(wait, 0.001), 0.25))
         finally:
             if urgent:
                 self.urgent_waiting -= 1
@@ -213,6 +225,19 @@ class Sender:
         self.bulk_wakeup = asyncio.Event()
         self._unsettled: list[Outcome] = []
         self._settling = asyncio.Lock()
+        self._stopping = False
+
+    async def stop(self, running: asyncio.Task[None], grace: float = 15.0) -> None:
+        """Let the lanes finish what they hold (recording every outcome), then end."""
+        self._stopping = True
+        self.outbox.wakeup.set()
+        self.bulk_wakeup.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(running), grace)
+        except TimeoutError:
+            log.warning("sender did not stop within %.0fs; cancelling", grace)
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
 
     async def drain(self) -> int:
         """Send everything due now, replies first; return how many rows were handled."""
@@ -225,11 +250,11 @@ class Sender:
             handled += len(rows)
 
     async def run(self) -> None:
-        await asyncio.gather(self._lane(urgent=True), self._lane(urgent=False))
+        await _all_or_none([self._lane(urgent=True), self._lane(urgent=False)])
 
     async def _lane(self, *, urgent: bool) -> None:
         wakeup = self.outbox.wakeup if urgent else self.bulk_wakeup
-        while True:
+        while not self._stopping:
             wakeup.clear()
             if urgent:
                 rows = await self.outbox.claim(self.channel, 50, max_priority=PRIORITY_BROADCAST - 1)
@@ -263,7 +288,7 @@ class Sender:
                         await self._record([Outcome(rest, "later", after=outcome.after) for rest in chat_rows[index + 1:]])
                         return
 
-        await asyncio.gather(*(chat_rows(group) for group in by_chat.values()))
+        await _all_or_none([chat_rows(group) for group in by_chat.values()])
         await self._record([])
 
     async def _record(self, outcomes: list[Outcome]) -> None:
@@ -276,13 +301,17 @@ class Sender:
     async def _send(self, row: OutboxMessage) -> Outcome:
         assert row.id is not None
         bulk = row.priority >= PRIORITY_BROADCAST
+        if self._stopping:
+            return Outcome(row, "later")
         if bulk:
             last = self.last_bulk.get(row.chat)
             now = time.monotonic()
             if last is not None and now - last < self.per_chat_interval:
                 return Outcome(row, "later", after=self.per_chat_interval - (now - last))
         if self.limiter is not None:
-            await self.limiter.acquire(urgent=not bulk)
+            await self.limiter.acquire(urgent=not bulk, stopping=lambda: self._stopping)
+            if self._stopping:
+                return Outcome(row, "later")
         try:
             ref = await self.deliver(row, json.loads(row.payload or "{}"))
         except RetryLater as exc:

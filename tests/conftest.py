@@ -84,8 +84,8 @@ class RunningBot:
 
     async def stop(self) -> None:
         if self.task:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+            self.channel.request_stop()
+            await self.task
 
     def user(self, user_id: int, language_code: str | None = None) -> TelegramUser:
         return TelegramUser(self.fake, user_id, language_code)

@@ -137,8 +137,7 @@ async def test_a_process_killed_in_the_middle_of_a_campaign_finishes_it_after_re
         process.wait(timeout=10)
         assert broadcasts_received() < len(subscribers), "killed in the middle"
 
-        fake_api.hold_sends = None
-        held.set()
+        fake_api.hold_sends = None  # the held requests of the killed process never complete
         process = start()
         await fake_api.wait_for(lambda: broadcasts_received() >= len(subscribers), timeout=60)
         report = await fake_api.wait_for(lambda: next((m for m in fake_api.sent_to(7001) if "harvest" in m.text), None), timeout=60)

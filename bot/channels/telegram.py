@@ -109,6 +109,8 @@ class TelegramChannel:
                              bulk_batch=max(200, int(rate) * 2))
         self._tasks: set[asyncio.Task[None]] = set()
         self._offset: int | None = None
+        self._stopping = asyncio.Event()
+        self._poll: asyncio.Future[Any] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -120,15 +122,21 @@ class TelegramChannel:
         self._offset = highest + 1 if highest is not None else None
 
     async def run(self) -> None:
-        """Start, then fetch and send until cancelled."""
+        """Start, then fetch and send until request_stop()."""
         await self.start()
         sender = asyncio.create_task(self.sender.run(), name="telegram-sender")
         try:
             await self.fetch_forever()
         finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            await self.sender.stop(sender)
             await self.stop()
+
+    def request_stop(self) -> None:
+        """Stop at a safe point: only the waiting long poll is interrupted, never a database
+        write, so nothing handled is left half-recorded."""
+        self._stopping.set()
+        if self._poll is not None:
+            self._poll.cancel()
 
     async def stop(self) -> None:
         if self._tasks:
@@ -145,23 +153,33 @@ class TelegramChannel:
 
     async def fetch_forever(self) -> None:
         backoff = 1.0
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.fetch_once()
                 backoff = 1.0
+            except asyncio.CancelledError:
+                if not self._stopping.is_set():
+                    raise
             except InvalidToken:
                 raise
             except (NetworkError, TimedOut) as exc:
                 log.warning("getUpdates failed (%s); retrying in %.0fs", type(exc).__name__, backoff)
-                await asyncio.sleep(backoff)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                except TimeoutError:
+                    pass
                 backoff = min(backoff * 2, 60)
 
     async def fetch_once(self, timeout: int | None = None) -> list[str]:
         """One getUpdates call: store what came, then schedule it. Returns the new keys."""
         wait = self.poll_timeout if timeout is None else timeout
-        updates = await self.app.bot.get_updates(
+        self._poll = asyncio.ensure_future(self.app.bot.get_updates(
             offset=self._offset, timeout=wait, read_timeout=wait + 10, allowed_updates=ALLOWED_UPDATES
-        )
+        ))
+        try:
+            updates = await self._poll
+        finally:
+            self._poll = None
         if not updates:
             return []
         rows = [(str(u.update_id), self._chat_of(u), u.to_dict()) for u in updates]
