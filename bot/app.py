@@ -80,7 +80,8 @@ async def run_telegram(settings: Settings) -> None:
     core = await build_core(settings)
     channel = TelegramChannel(settings.telegram_bot_token, settings.telegram_api_base_url, core.conversations, core.inbox,
                               core.outbox, core.flows, core.texts, poll_timeout=settings.poll_timeout, rate=settings.rate)
-    background = [asyncio.create_task(loop()) for feature in features.modules() if hasattr(feature, "tasks") for loop in feature.tasks(core)]
+    senders = [sender for feature in features.modules() if hasattr(feature, "senders") for sender in feature.senders(core)]
+    running = [asyncio.create_task(sender.run()) for sender in senders]
     clock = start_clock([job for feature in features.modules() if hasattr(feature, "jobs") for job in feature.jobs(core)])
     api = None
     if settings.api_port:
@@ -97,9 +98,8 @@ async def run_telegram(settings: Settings) -> None:
         if api is not None:
             await api.cleanup()
         clock.shutdown(wait=False)
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        for sender, task in zip(senders, running, strict=True):
+            await sender.stop(task)
         await core.close()
 
 

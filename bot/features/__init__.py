@@ -5,7 +5,8 @@ A feature module (a package under bot/features/) may define:
 - `ACTION_NAMES`: the action names its flows use (so that `check` can validate flows);
 - `actions(core) -> dict[str, Action]`: the actions, given the wired core;
 - `add_commands(subparsers)`: extra `python -m bot …` commands (each sets `func`);
-- `jobs(core) -> list[Job]`: periodic work for the scheduler; `tasks(core)`: long-running loops;
+- `jobs(core) -> list[Job]`: periodic work for the scheduler; `senders(core)`: outbox senders of
+  channels it adds (started with the bot, stopped gracefully);
 - `TEXT_KEYS`: locale keys its code uses; `check_content(flows_dir, flows)`: validation of its data files.
 """
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import select
 
 from bot.engine.runner import Action, Turn
+from bot.outbox import Sender
 from bot.features.reports.console import PartnerConsole
 from bot.engine.yamlfile import ContentError, Problem
 from bot.features.reports.partners import PartnerBook, coverage_problems, load_partners
@@ -121,9 +122,9 @@ def jobs(core: Core) -> list[tuple[str, float, Callable[[], Awaitable[object]]]]
     return [("escalate unacknowledged cases", 60.0, reports.escalate), ("purge old cases", 6 * 3600.0, reports.purge)]
 
 
-def tasks(core: Core) -> list[Callable[[], Awaitable[None]]]:
-    """Long-running loops: the webhook sender."""
-    return [feature(core).webhooks.sender.run]
+def senders(core: Core) -> list[Sender]:
+    """Senders of channels this feature adds: partner webhooks."""
+    return [feature(core).webhooks.sender]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
