@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     send_rate: float = Field(default=25.0, description="Messages a second the Telegram sender never exceeds in any one-second window.")
     paid_broadcast: bool = Field(default=False, description="Send broadcasts with allow_paid_broadcast (Telegram Stars) and allow up to PAID_SEND_RATE.")
     paid_send_rate: float = Field(default=1000.0, description="The rate limit in paid-broadcast mode.")
+    bot_username: str = Field(default="SafeRouteBot", description="The bot's Telegram username (without @), for t.me links such as staff invites.")
     api_host: str = Field(default="127.0.0.1", description="Where the staff HTTP API listens.")
     api_port: int = Field(default=8080, description="Port of the staff HTTP API; 0 turns it off.")
 

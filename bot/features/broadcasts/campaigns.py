@@ -313,7 +313,7 @@ class Campaigns:
             progress = await self.progress(session, campaign, now)
             creator = await session.get(User, campaign.created_by)
             if creator is not None:
-                text = self.texts.get(creator.lang, "broadcast.final_report", name=campaign.name, sent=progress.sent,
+                text = self.texts.get(creator.lang, "broadcast.final_report", name=html.escape(campaign.name, quote=False), sent=progress.sent,
                                       failed=progress.failed, blocked=progress.blocked, recipients=run.recipients)
                 Outbox.add(session, creator.channel, creator.address, "message", {"text": text}, priority=PRIORITY_REPLY)
             session.add_all([run, campaign])

@@ -1,0 +1,544 @@
+"""Awareness broadcasts in chat: staff roles and invites, composing a broadcast, following
+it, and subscribers opting in and out. The clock is the test's: a campaign fires when the
+test calls `fire_due` with a chosen `now`; the running bot's sender then delivers it."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlmodel import col, func, select
+
+from bot.app import Core
+from bot.features.broadcasts import feature, subscribers
+from bot.settings import PROJECT_ROOT, Settings
+from storage.broadcasts import AuditEntry, Campaign, StaffRole, Subscription
+from storage.models import OutboxMessage, User, utcnow
+from tests.conftest import RunningBot, sqlite_url
+from tests.fakes.bot_api import FakeBotApi, visible_text
+from tests.story import TelegramUser
+
+ADMIN, STAFF = 7001, 7002
+BOT_USERNAME = "saferoute_test_bot"
+KM_TEXT = "ប្រយ័ត្ន! ការងារអនឡាញដែលសន្យាប្រាក់ខែខ្ពស់ & មិនត្រូវការបទពិសោធន៍ <ជាការបោកប្រាស់>"
+NAME = "Scam warning & tips <weekly>"
+TH_TEXT = "ระวัง! งานออนไลน์ที่สัญญาเงินเดือนสูง & ไม่ต้องมีประสบการณ์ <มักเป็นการหลอกลวง>"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The first admin comes from the settings, as in production."""
+    return Settings(database_url=sqlite_url(tmp_path), telegram_bot_token=None, flows_dir=PROJECT_ROOT / "flows",
+                    locales_dir=PROJECT_ROOT / "locales", poll_timeout=5,
+                    admin_telegram_ids=str(ADMIN), bot_username=BOT_USERNAME)
+
+
+class Settled:
+    """Watches the bot's outbox: wakes the test each time the sender records what happened
+    to rows, and lets the sender go quiet before the bot is stopped.
+
+    Stopping cancels the sender; a task cancelled in the middle of a query deadlocks the
+    event loop's teardown with aiosqlite >= 0.22 (omnilib/aiosqlite#369), and the sender's
+    lanes poll the outbox all the time. So at the end of a test, once nothing is left to
+    send, the lanes get an outbox that finds nothing without asking the database."""
+
+    def __init__(self, core: Core) -> None:
+        self.count = 0
+        self.in_flight = 0
+        self.closing = False
+        self.changed = asyncio.Condition()
+        outbox = core.outbox
+        real_claim, real_settle = outbox.claim, outbox.settle
+
+        async def claim(*args: Any, **kwargs: Any) -> Any:
+            if self.closing:
+                return []
+            self.in_flight += 1
+            try:
+                return await real_claim(*args, **kwargs)
+            finally:
+                self.in_flight -= 1
+                await self._changed()
+
+        async def settle(outcomes: Any) -> None:
+            self.in_flight += 1
+            try:
+                await real_settle(outcomes)
+            finally:
+                self.in_flight -= 1
+                self.count += 1
+                await self._changed()
+
+        outbox.claim, outbox.settle = claim, settle  # type: ignore[method-assign]
+
+    async def _changed(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def until(self, check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+        """Wait until check() holds, re-checking after each recorded outcome."""
+        async def wait() -> None:
+            while True:
+                seen = self.count
+                if await check():
+                    return
+                async with self.changed:
+                    await self.changed.wait_for(lambda: self.count > seen)
+
+        await asyncio.wait_for(wait(), timeout)
+
+    async def close(self, core: Core) -> None:
+        async def quiet() -> bool:
+            async with core.db.session() as session:
+                busy = await session.exec(select(func.count()).select_from(OutboxMessage).where(
+                    (col(OutboxMessage.status) == "sending")
+                    | ((col(OutboxMessage.status) == "pending") & (col(OutboxMessage.not_before) <= utcnow()))))
+                return busy.one() == 0
+
+        await self.until(quiet)
+        self.closing = True
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: self.in_flight == 0), 10.0)
+
+
+@pytest.fixture(autouse=True)
+async def settled(running_bot: RunningBot) -> AsyncIterator[Settled]:
+    waiter = Settled(running_bot.core)
+    yield waiter
+    await waiter.close(running_bot.core)
+
+
+def texts_of(core: Core, lang: str) -> Callable[..., str]:
+    return lambda key, **params: core.texts.get(lang, key, **params)
+
+
+def shown(text: str, chars: int | None = None) -> str:
+    """A pattern for a text as the user sees it (tags removed), or for its first chars."""
+    return re.escape(visible_text(text)[:chars])
+
+
+async def start_in(user: TelegramUser, core: Core, lang: str) -> None:
+    await user.send("/start")
+    await user.press(core.texts.get(lang, "language.self_name"))
+    await user.expect(re.escape(core.texts.get(lang, "menu.prompt")))
+
+
+async def subscribe_in_chat(user: TelegramUser, core: Core, lang: str) -> None:
+    t = texts_of(core, lang)
+    await user.send("/subscribe")
+    topics = await user.expect(re.escape(visible_text(t("subscribe.ask_topics", sub_chosen="@@")).split("@@")[0]))
+    assert t("subscribe.topic.scams") in topics.labels
+    await user.press(t("subscribe.done_button"), topics)
+    await user.expect(re.escape(t("subscribe.subscribed", topics="@@").split("@@")[0]))
+
+
+async def guidance_journey(user: TelegramUser, core: Core, lang: str) -> None:
+    t = texts_of(core, lang)
+    await user.press(t("menu.guidance"))
+    await user.press(t("country.KH"))
+    await user.press(t("country.TH"))
+    await user.press(t("guide.topic.fees"))
+    await user.expect(re.escape(t("guide.ask_topic")))
+    await user.press(t("common.back_to_menu"))
+
+
+async def invite_staff(admin: TelegramUser, user: TelegramUser, core: Core, role: str = "campaign") -> None:
+    """An admin sends an invite link; the person opens it (/start inv_<token>) and gets the role."""
+    en = texts_of(core, "en")
+    await admin.send(f"/invite {role}")
+    invite = await admin.expect(re.escape(f"https://t.me/{BOT_USERNAME}?start=inv_"))
+    token = re.search(rf"https://t\.me/{BOT_USERNAME}\?start=inv_([A-Za-z0-9_-]+)", invite.text).group(1)  # type: ignore[union-attr]
+    await user.send(f"/start inv_{token}")
+    await user.press(en("language.self_name"))  # someone new picks a language first, then the link opens
+    await user.expect(re.escape(en("staff.invite_accepted", role=en(f"staff.role.{role}"))))
+
+
+async def add_bulk_subscribers(core: Core, fake: FakeBotApi, ids: list[int], lang: str) -> None:
+    async with core.db.transaction() as session:
+        for uid in ids:
+            fake.add_user(uid, f"Bulk {uid}", lang)
+            user = User(channel="telegram", address=str(uid), lang=lang)
+            session.add(user)
+            await session.flush()
+            await subscribers.subscribe(session, user, origin="KH")
+
+
+def last_weekly_slot(weekday: int, hour: int, tz: str) -> datetime:
+    """The newest moment at or before now that is <weekday> <hour>:00 in tz (Monday = 0)."""
+    local = utcnow().astimezone(ZoneInfo(tz))
+    slot = (local - timedelta(days=(local.weekday() - weekday) % 7)).replace(hour=hour, minute=0, second=0, microsecond=0)
+    if slot > local:
+        slot -= timedelta(days=7)
+    return slot.astimezone(timezone.utc)
+
+
+async def test_campaign_staff_schedule_a_weekly_khmer_and_thai_broadcast_that_only_opted_in_khmer_and_thai_subscribers_get(
+        running_bot: RunningBot, settled: Settled) -> None:
+    core, fake = running_bot.core, running_bot.fake
+    en, km, th = texts_of(core, "en"), texts_of(core, "km"), texts_of(core, "th")
+
+    # The admin (from the settings) invites a campaign staff member with a one-time link.
+    admin, staff = running_bot.user(ADMIN, "en"), running_bot.user(STAFF, "en")
+    await start_in(admin, core, "en")
+    await invite_staff(admin, staff, core)
+
+    # Subscribers opt in through the chat: a Khmer speaker after their first guidance journey,
+    # a Thai speaker with /subscribe; a Lao and a Vietnamese speaker subscribe too; a second
+    # Khmer speaker says no; a third Khmer speaker subscribes and later blocks the bot.
+    khmer = running_bot.user(7101, "km")
+    await start_in(khmer, core, "km")
+    await guidance_journey(khmer, core, "km")
+    offer = await khmer.expect(re.escape(km("subscribe.offer")[:40]))
+    await khmer.press(km("subscribe.offer_yes"), offer)
+    topics = await khmer.expect(re.escape(visible_text(km("subscribe.ask_topics", sub_chosen="@@")).split("@@")[0]))
+    await khmer.press(km("subscribe.done_button"), topics)
+    subscribed = await khmer.expect(re.escape(km("subscribe.subscribed", topics="@@").split("@@")[0]))
+    assert km("subscribe.topic.scams") in subscribed.text and km("menu.prompt") in subscribed.text
+
+    thai = running_bot.user(7102, "th")
+    await start_in(thai, core, "th")
+    await subscribe_in_chat(thai, core, "th")
+    lao = running_bot.user(7103, "lo")
+    await start_in(lao, core, "lo")
+    await subscribe_in_chat(lao, core, "lo")
+    vietnamese = running_bot.user(7106, "vi")
+    await start_in(vietnamese, core, "vi")
+    await subscribe_in_chat(vietnamese, core, "vi")
+
+    declined = running_bot.user(7104, "km")
+    await start_in(declined, core, "km")
+    await guidance_journey(declined, core, "km")
+    await declined.press(km("subscribe.offer_no"))
+    await declined.expect(re.escape(km("subscribe.later")))
+
+    blocker = running_bot.user(7105, "km")
+    await start_in(blocker, core, "km")
+    await subscribe_in_chat(blocker, core, "km")
+    await add_bulk_subscribers(core, fake, [7201, 7202], "th")
+
+    # Campaign staff compose the broadcast in chat.
+    await staff.send("/broadcast")
+    await staff.expect(re.escape(en("broadcast.ask_name")[:30]))
+    await staff.send(NAME)
+    await staff.expect(shown(en("broadcast.ask_text.km")))
+    await staff.send(KM_TEXT)
+    await staff.press(en("broadcast.skip"), await staff.expect(shown(en("broadcast.ask_text.lo"))))
+    await staff.expect(shown(en("broadcast.ask_text.th")))
+    await staff.send(TH_TEXT)
+    await staff.press(en("broadcast.skip"), await staff.expect(shown(en("broadcast.ask_text.vi"))))
+    await staff.press(en("broadcast.skip"), await staff.expect(shown(en("broadcast.ask_text.en"))))
+    await staff.press(en("broadcast.button_flow"), await staff.expect(re.escape(en("broadcast.ask_button"))))
+    await staff.press(en("broadcast.button.scam"), await staff.expect(re.escape(en("broadcast.ask_button_flow"))))
+    await staff.press(en("broadcast.audience_by.langs"),
+                      await staff.expect(shown(en("broadcast.ask_audience", bc_audience=en("broadcast.everyone")))))
+    await staff.press(km("language.self_name"))
+    await staff.expect(shown(en("broadcast.ask_languages", bc_chosen="Khmer")))
+    await staff.press(th("language.self_name"))
+    await staff.press(en("broadcast.done"), await staff.expect(shown(en("broadcast.ask_languages", bc_chosen="Khmer, Thai"))))
+    audience = await staff.expect(shown(en("broadcast.ask_audience", bc_audience="languages: Khmer, Thai")))
+    await staff.press(en("broadcast.audience_ok"), audience)
+    await staff.press(en("broadcast.schedule.weekly"), await staff.expect(re.escape(en("broadcast.ask_schedule"))))
+    await staff.press(en("broadcast.weekday.mon"), await staff.expect(re.escape(en("broadcast.ask_weekday"))))
+    await staff.expect(shown(en("broadcast.ask_time"), 30))
+    await staff.send("9:00")
+
+    # The preview: each language exactly as its subscribers will see it, and what is not sent.
+    intro = await staff.expect(re.escape(en("broadcast.preview_intro", name=NAME)))
+    assert intro.text.endswith(visible_text(en("broadcast.preview_lang", language="Khmer")))
+    khmer_preview = await staff.expect(re.escape(KM_TEXT))
+    assert khmer_preview.text == KM_TEXT and khmer_preview.labels == [km("broadcast.button.scam")]
+    assert khmer_preview.button(km("broadcast.button.scam"))["callback_data"] == "go:scam"
+    await staff.expect(shown(en("broadcast.preview_lang", language="Thai")))
+    thai_preview = await staff.expect(re.escape(TH_TEXT))
+    assert thai_preview.text == TH_TEXT and thai_preview.labels == [th("broadcast.button.scam")]
+    summary = await staff.expect(re.escape(en("broadcast.preview_not_sent", languages="Lao, Vietnamese, English")))
+    assert en("broadcast.preview_summary", button=en("broadcast.button.scam"), audience="languages: Khmer, Thai",
+              schedule="every Monday at 09:00 (Asia/Bangkok)", count=5) in summary.text
+    assert en("broadcast.confirm") in summary.labels
+    async with core.db.session() as session:
+        assert (await session.exec(select(Campaign))).all() == [], "nothing is created before confirmation"
+    await staff.press(en("broadcast.confirm"), summary)
+    created = await staff.expect(r"Scheduled: broadcast #(\d+)")
+    campaign_id = int(re.search(r"#(\d+)", created.text).group(1))  # type: ignore[union-attr]
+
+    async with core.db.transaction() as session:
+        campaign = await session.get(Campaign, campaign_id)
+        assert campaign is not None
+        assert campaign.texts == {"km": KM_TEXT, "th": TH_TEXT}
+        assert campaign.button == {"flow": "scam"} and campaign.audience == {"languages": ["km", "th"]}
+        assert campaign.schedule == {"kind": "weekly", "weekday": "mon", "time": "09:00", "tz": "Asia/Bangkok"}
+        assert campaign.status == "scheduled"
+        staff_user = (await session.exec(select(User).where(User.address == str(STAFF)))).one()
+        assert campaign.created_by == staff_user.id
+        assert (await session.exec(select(AuditEntry).where(AuditEntry.action == "campaign_create"))).one().actor_id == staff_user.id
+        # It was scheduled a week ago; now it is Monday 09:00 in Bangkok.
+        monday_nine = last_weekly_slot(0, 9, "Asia/Bangkok")
+        campaign.created_at = monday_nine - timedelta(days=7)
+        session.add(campaign)
+    fake.users[7105].blocked_bot = True
+
+    async with core.db.transaction() as session:
+        runs = await feature(core).campaigns.fire_due(session, monday_nine)
+        assert [r.recipients for r in runs] == [5]
+        assert await feature(core).campaigns.fire_due(session, monday_nine + timedelta(minutes=5)) == [], "once per slot"
+    core.outbox.notify()
+
+    # Only the opted-in Khmer and Thai subscribers get it, each in their own language.
+    got = await khmer.expect(re.escape(KM_TEXT))
+    assert got.labels == [km("broadcast.button.scam")] and got.button(km("broadcast.button.scam"))["callback_data"] == "go:scam"
+    assert (await thai.expect(re.escape(TH_TEXT))).labels == [th("broadcast.button.scam")]
+    for uid in (7201, 7202):
+        await running_bot.user(uid, "th").expect(re.escape(TH_TEXT))
+
+    async def nothing_left() -> bool:
+        async with core.db.session() as session:
+            found = await session.get(Campaign, campaign_id)
+            assert found is not None
+            return (await feature(core).campaigns.progress(session, found, utcnow())).remaining == 0
+
+    await settled.until(nothing_left)
+    for user in (lao, vietnamese, declined, blocker):
+        assert KM_TEXT not in user.all_text() and TH_TEXT not in user.all_text()
+    async with core.db.session() as session:
+        blocked = (await session.exec(select(User).where(User.address == "7105"))).one()
+        assert blocked.reachable is False, "a user who blocked the bot is marked unreachable"
+
+    # The scheduler's pass closes the run; staff get the final report, and /campaigns shows it.
+    await feature(core).send_due()
+    await staff.expect(re.escape(en("broadcast.final_report", name=NAME, sent=4, failed=0, blocked=1, recipients=5)))
+    await staff.send("/campaigns")
+    listing = await staff.expect(re.escape(visible_text(en("campaigns.header"))))
+    assert f"#{campaign_id} {NAME}: scheduled" in listing.text
+    assert "sent 4 · failed 0 · blocked the bot 1 · still to send 0" in listing.text
+    next_monday = (monday_nine + timedelta(days=7)).astimezone(ZoneInfo("Asia/Bangkok")).strftime("%Y-%m-%d %H:%M")
+    assert f"next sending: {next_monday} (Asia/Bangkok)" in listing.text
+
+
+async def test_stop_typed_in_lao_opts_out_at_once_and_ordinary_sentences_do_not(running_bot: RunningBot) -> None:
+    core = running_bot.core
+    lo = texts_of(core, "lo")
+    user = running_bot.user(7301, "lo")
+    await start_in(user, core, "lo")
+    await subscribe_in_chat(user, core, "lo")
+
+    await user.send("ນາຍຈ້າງບໍ່ໃຫ້ຂ້ອຍຢຸດພັກເລີຍ")  # "my employer never lets me take a break" (ຢຸດ, stop, alone)
+    await user.expect(re.escape(lo("menu.prompt")))
+    async with core.db.session() as session:
+        db_user = (await session.exec(select(User).where(User.address == "7301"))).one()
+        assert (await session.get(Subscription, db_user.id)).active  # type: ignore[union-attr]
+
+    await user.send("ກະລຸນາຢຸດຮັບຂ່າວ")  # "please stop the news"
+    await user.expect(re.escape(lo("subscribe.stopped")))
+    async with core.db.session() as session:
+        row = await session.get(Subscription, db_user.id)
+        assert row is not None and row.active is False
+
+    await user.send("/unsubscribe")
+    await user.expect(re.escape(lo("subscribe.was_not_subscribed")))
+    await subscribe_in_chat(user, core, "lo")
+    await user.send("/stop")
+    await user.expect(re.escape(lo("subscribe.stopped")))
+
+
+async def test_someone_who_is_not_staff_cannot_broadcast_or_manage_staff(running_bot: RunningBot) -> None:
+    core = running_bot.core
+    vi = texts_of(core, "vi")
+    user = running_bot.user(7401, "vi")
+    await start_in(user, core, "vi")
+    for command in ("/broadcast", "/campaigns", "/campaigns cancel 1", "/grant 7401 admin", "/revoke 7001 admin", "/invite admin"):
+        await user.send(command)
+        await user.expect(re.escape(vi("staff.refused")))
+    await user.send("Khuyến mãi lớn, gửi cho tất cả mọi người")  # typed after the refusal: not taken as a broadcast
+    await user.send("/help")
+    await user.expect(re.escape(visible_text(vi("help.text"))[:20]))
+    async with core.db.session() as session:
+        assert (await session.exec(select(Campaign))).all() == []
+        assert (await session.exec(select(StaffRole))).all() == []
+        assert (await session.exec(select(AuditEntry))).all() == []
+    assert "t.me/" not in user.all_text()
+
+
+async def test_admins_grant_and_revoke_roles_in_chat_invites_work_once_and_everything_is_audited(running_bot: RunningBot) -> None:
+    core = running_bot.core
+    en, th = texts_of(core, "en"), texts_of(core, "th")
+    admin, helper = running_bot.user(ADMIN, "en"), running_bot.user(7501, "th")
+    await start_in(admin, core, "en")
+
+    await admin.send("/grant 7501 campaign")
+    await admin.expect(re.escape(en("staff.unknown_user", id="7501")[:40]))
+    await start_in(helper, core, "th")
+    await helper.send("/broadcast")
+    await helper.expect(re.escape(th("staff.refused")))
+
+    await admin.send("/grant 7501")
+    await admin.expect(re.escape(visible_text(en("staff.grant_usage", roles="admin, campaign, partner"))[:40]))
+    await admin.send("/grant 7501 campaign")
+    await admin.expect(re.escape(en("staff.granted", id="7501", role=en("staff.role.campaign"))))
+    await helper.expect(re.escape(th("staff.you_got_role", role=th("staff.role.campaign"))))
+    await helper.send("/broadcast")
+    await helper.expect(re.escape(th("broadcast.ask_name")[:30]))
+    await helper.press(th("broadcast.cancel"))
+    await helper.expect(re.escape(th("broadcast.discarded")))
+
+    await admin.send("/revoke 7501 campaign")
+    await admin.expect(re.escape(en("staff.revoked", id="7501", role=en("staff.role.campaign"))))
+    await helper.expect(re.escape(th("staff.you_lost_role", role=th("staff.role.campaign"))))
+    await helper.send("/broadcast")
+    await helper.expect(re.escape(th("staff.refused")))
+
+    partner, latecomer = running_bot.user(7502, "en"), running_bot.user(7503, "en")
+    await admin.send("/invite partner")
+    invite = await admin.expect(re.escape(f"https://t.me/{BOT_USERNAME}?start=inv_"))
+    link = re.search(r"https://t\.me/\S+", invite.text).group(0)  # type: ignore[union-attr]
+    token = link.split("start=inv_")[1]
+    await start_in(partner, core, "en")
+    await partner.send(f"/start inv_{token}")
+    await partner.expect(re.escape(en("staff.invite_accepted", role=en("staff.role.partner"))))
+    await start_in(latecomer, core, "en")
+    await latecomer.send(f"/start inv_{token}")
+    await latecomer.expect(re.escape(en("staff.invite_invalid")))
+    await partner.send("/broadcast")
+    await partner.expect(re.escape(en("staff.refused")), 5)
+
+    async with core.db.session() as session:
+        ids = {u.address: u.id for u in (await session.exec(select(User))).all()}
+        roles = [(r.user_id, r.role) for r in (await session.exec(select(StaffRole))).all()]
+        assert roles == [(ids["7502"], "partner")]
+        audit = [(a.actor_id, a.action, a.target) for a in (await session.exec(select(AuditEntry).order_by(AuditEntry.id))).all()]
+    assert audit == [
+        (ids[str(ADMIN)], "grant", f"user:{ids['7501']} role:campaign"),
+        (ids[str(ADMIN)], "revoke", f"user:{ids['7501']} role:campaign"),
+        (ids[str(ADMIN)], "invite", "role:partner"),
+        (ids["7502"], "accept_invite", "role:partner"),
+    ]
+    assert token not in str(audit)
+
+
+async def test_campaigns_lists_pauses_resumes_and_cancels_and_a_stop_cancels_what_was_queued(
+        running_bot: RunningBot, settled: Settled) -> None:
+    core, fake = running_bot.core, running_bot.fake
+    en, vi = texts_of(core, "en"), texts_of(core, "vi")
+    admin = running_bot.user(ADMIN, "en")
+    await start_in(admin, core, "en")
+    await admin.send("/campaigns")
+    await admin.expect(re.escape(en("campaigns.none")))
+
+    # A one-off Vietnamese broadcast at a date next year, composed with a web-link button.
+    next_year = utcnow().year + 1
+    await admin.send("/broadcast")
+    await admin.expect(re.escape(en("broadcast.ask_name")[:30]))
+    await admin.send("Tết safety")
+    await admin.expect(shown(en("broadcast.ask_text.km")))
+    await admin.send("ក" * 3600)
+    asked_again = await admin.expect(re.escape(en("broadcast.too_long", count=3600, limit=3500)))
+    assert asked_again.text.endswith(visible_text(en("broadcast.ask_text.km")))
+    await admin.press(en("broadcast.skip"), asked_again)
+    for lang in ("lo", "th"):
+        await admin.press(en("broadcast.skip"), await admin.expect(shown(en(f"broadcast.ask_text.{lang}"))))
+    await admin.expect(shown(en("broadcast.ask_text.vi")))
+    await admin.send("Trước khi đi làm xa, hãy kiểm tra công ty tuyển dụng.")
+    await admin.press(en("broadcast.skip"), await admin.expect(shown(en("broadcast.ask_text.en"))))
+    await admin.press(en("broadcast.button_url"))
+    await admin.expect(re.escape(en("broadcast.ask_url")))
+    await admin.send("http://example.org")
+    await admin.expect(re.escape(en("broadcast.bad_url")))
+    await admin.send("https://example.org/tet")
+    await admin.press(en("broadcast.audience_ok"))
+    await admin.press(en("broadcast.schedule.once"))
+    await admin.expect(shown(en("broadcast.ask_at"), 30))
+    await admin.send("tomorrow morning")
+    await admin.expect(shown(en("broadcast.bad_at"), 30))
+    await admin.send("2020-01-20 08:30")
+    await admin.expect(re.escape(en("broadcast.in_past", at="2020-01-20 08:30", tz="Asia/Bangkok")))
+    await admin.send(f"{next_year}-01-20 08:30 Mars/Olympus")
+    await admin.expect(re.escape(en("broadcast.bad_tz", tz="Mars/Olympus")))
+    await admin.send(f"{next_year}-01-20 08:30 Asia/Ho_Chi_Minh")
+    vi_preview = await admin.expect("Trước khi đi làm xa")
+    assert vi_preview.button(vi("broadcast.button.link"))["url"] == "https://example.org/tet"
+    await admin.expect(re.escape(en("broadcast.preview_not_sent", languages="Khmer, Lao, Thai, English")))
+    await admin.press(en("broadcast.confirm"))
+    created = await admin.expect(re.escape(f"on {next_year}-01-20 08:30 (Asia/Ho_Chi_Minh)"))
+    campaign_id = int(re.search(r"#(\d+)", created.text).group(1))  # type: ignore[union-attr]
+
+    # Listed, then paused and resumed by number, then cancelled after a confirmation.
+    await admin.send("/campaigns")
+    listing = await admin.expect(re.escape(visible_text(en("campaigns.header"))))
+    assert f"#{campaign_id} Tết safety: scheduled" in listing.text
+    await admin.send("999")
+    await admin.expect(re.escape(en("campaigns.not_found", id="999")))
+    await admin.send(str(campaign_id))
+    manage = await admin.expect(f"Broadcast #{campaign_id} Tết safety: scheduled")
+    assert manage.text.endswith(en("campaigns.ask_action"))
+    assert en("campaigns.resume") not in manage.labels
+    await admin.press(en("campaigns.pause"), manage)
+    await admin.expect(re.escape(en("campaigns.paused", id=campaign_id, name="Tết safety")))
+    await admin.send(f"/campaigns resume {campaign_id}")
+    await admin.expect(re.escape(en("campaigns.resumed", id=campaign_id, name="Tết safety")))
+    await admin.send("/campaigns")
+    await admin.expect(re.escape(visible_text(en("campaigns.header"))))
+    await admin.send(f"pause #{campaign_id}")
+    await admin.expect(re.escape(en("campaigns.paused", id=campaign_id, name="Tết safety")))
+    await admin.send("/campaigns")
+    await admin.expect(re.escape(visible_text(en("campaigns.header"))))
+    await admin.send(f"#{campaign_id}")
+    await admin.press(en("campaigns.cancel"), await admin.expect(re.escape(en("campaigns.ask_action"))))
+    await admin.press(en("campaigns.cancel_yes"), await admin.expect(re.escape(en("campaigns.confirm_cancel"))))
+    await admin.expect(re.escape(en("campaigns.cancelled", id=campaign_id, name="Tết safety")))
+    await admin.send(f"/campaigns resume {campaign_id}")
+    await admin.expect(re.escape(en("campaigns.cannot", id=campaign_id, status=en("campaigns.status.cancelled"))))
+
+    # A paused run holds its messages; someone who types /stop meanwhile never gets theirs.
+    stays, leaves = running_bot.user(7601, "vi"), running_bot.user(7602, "vi")
+    for user in (stays, leaves):
+        await start_in(user, core, "vi")
+        await subscribe_in_chat(user, core, "vi")
+    async with core.db.transaction() as session:
+        admin_user = (await session.exec(select(User).where(User.address == str(ADMIN)))).one()
+        now_campaign = await feature(core).campaigns.create(session, admin_user, name="Now", texts={"vi": "Tin khẩn: số đường dây nóng mới"})
+        runs = await feature(core).campaigns.fire_due(session, utcnow())
+        assert [r.recipients for r in runs] == [2]
+        await feature(core).campaigns.set_status(session, now_campaign, "pause")
+    await leaves.send("/stop")
+    await leaves.expect(re.escape(vi("subscribe.stopped")))
+    await admin.send(f"/campaigns resume {now_campaign.id}")
+    await admin.expect(re.escape(en("campaigns.resumed", id=now_campaign.id, name="Now")))
+    await stays.expect("Tin khẩn")
+
+    async def nothing_left() -> bool:
+        async with core.db.session() as session:
+            found = await session.get(Campaign, now_campaign.id)
+            return (await feature(core).campaigns.progress(session, found, utcnow())).remaining == 0  # type: ignore[arg-type]
+
+    await settled.until(nothing_left)
+    assert "Tin khẩn" not in leaves.all_text()
+    async with core.db.session() as session:
+        actions = [a.action for a in (await session.exec(select(AuditEntry).order_by(AuditEntry.id))).all()]
+    assert actions == ["campaign_create", "campaign_pause", "campaign_resume", "campaign_pause", "campaign_cancel", "campaign_resume"]
+    assert fake.users[7602].blocked_bot is False
+
+
+async def test_the_offer_comes_once_after_the_first_guidance_journey(running_bot: RunningBot) -> None:
+    core = running_bot.core
+    th = texts_of(core, "th")
+    user = running_bot.user(7701, "th")
+    await start_in(user, core, "th")
+    await guidance_journey(user, core, "th")
+    offer = await user.expect(re.escape(th("subscribe.offer")[:30]))
+    assert offer.labels == [th("subscribe.offer_yes"), th("subscribe.offer_no")]
+    await user.send("/menu")  # ignored: it is not asked again anyway
+    await user.expect(re.escape(th("menu.prompt")))
+    await guidance_journey(user, core, "th")
+    back = await user.expect(re.escape(th("menu.prompt")))
+    assert th("subscribe.offer")[:30] not in back.text
+    assert user.all_text().count(th("subscribe.offer")[:30]) == 1
+    async with core.db.session() as session:
+        db_user = (await session.exec(select(User).where(User.address == "7701"))).one()
+        row = await session.get(Subscription, db_user.id)
+        assert row is not None and row.active is False
+
