@@ -227,7 +227,7 @@ class Sender:
         self._settling = asyncio.Lock()
         self._stopping = False
 
-    async def stop(self, running: asyncio.Task[None], grace: float = 15.0) -> None:
+    async def stop(self, running: asyncio.Task[None], grace: float = 5.0) -> None:
         """Let the lanes finish what they hold (recording every outcome), then end."""
         self._stopping = True
         self.outbox.wakeup.set()

@@ -134,7 +134,7 @@ async def test_a_process_killed_in_the_middle_of_a_campaign_finishes_it_after_re
         delivered = broadcasts_received()
         await eventually(lambda: _equals(sent_in_db, delivered))
         process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
+        process.wait(timeout=30)
         assert broadcasts_received() < len(subscribers), "killed in the middle"
 
         fake_api.hold_sends = None  # the held requests of the killed process never complete
@@ -148,7 +148,7 @@ async def test_a_process_killed_in_the_middle_of_a_campaign_finishes_it_after_re
     finally:
         held.set()
         process.terminate()
-        process.wait(timeout=10)
+        process.wait(timeout=30)
 
 
 async def _equals(count: Callable[[], Awaitable[int]], expected: int) -> bool:

@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlmodel import col, func, select
+from sqlmodel import select
 
 from bot.app import Core
 from bot.features.broadcasts import feature, subscribers
 from bot.settings import PROJECT_ROOT, Settings
 from storage.broadcasts import AuditEntry, Campaign, StaffRole, Subscription
-from storage.models import OutboxMessage, User, utcnow
+from storage.models import User, utcnow
 from tests.conftest import RunningBot, sqlite_url
 from tests.fakes.bot_api import FakeBotApi, visible_text
 from tests.story import TelegramUser
@@ -40,46 +40,23 @@ def settings(tmp_path: Path) -> Settings:
 
 
 class Settled:
-    """Watches the bot's outbox: wakes the test each time the sender records what happened
-    to rows, and lets the sender go quiet before the bot is stopped.
-
-    Stopping cancels the sender; a task cancelled in the middle of a query deadlocks the
-    event loop's teardown with aiosqlite >= 0.22 (omnilib/aiosqlite#369), and the sender's
-    lanes poll the outbox all the time. So at the end of a test, once nothing is left to
-    send, the lanes get an outbox that finds nothing without asking the database."""
+    """Wakes the test each time the bot's sender records what happened to rows, so a test
+    can wait for the database to show a delivery's outcome without polling a clock."""
 
     def __init__(self, core: Core) -> None:
         self.count = 0
-        self.in_flight = 0
-        self.closing = False
         self.changed = asyncio.Condition()
-        outbox = core.outbox
-        real_claim, real_settle = outbox.claim, outbox.settle
-
-        async def claim(*args: Any, **kwargs: Any) -> Any:
-            if self.closing:
-                return []
-            self.in_flight += 1
-            try:
-                return await real_claim(*args, **kwargs)
-            finally:
-                self.in_flight -= 1
-                await self._changed()
+        real_settle = core.outbox.settle
 
         async def settle(outcomes: Any) -> None:
-            self.in_flight += 1
             try:
                 await real_settle(outcomes)
             finally:
-                self.in_flight -= 1
-                self.count += 1
-                await self._changed()
+                async with self.changed:
+                    self.count += 1
+                    self.changed.notify_all()
 
-        outbox.claim, outbox.settle = claim, settle  # type: ignore[method-assign]
-
-    async def _changed(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
+        core.outbox.settle = settle  # type: ignore[method-assign]
 
     async def until(self, check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
         """Wait until check() holds, re-checking after each recorded outcome."""
@@ -93,25 +70,10 @@ class Settled:
 
         await asyncio.wait_for(wait(), timeout)
 
-    async def close(self, core: Core) -> None:
-        async def quiet() -> bool:
-            async with core.db.session() as session:
-                busy = await session.exec(select(func.count()).select_from(OutboxMessage).where(
-                    (col(OutboxMessage.status) == "sending")
-                    | ((col(OutboxMessage.status) == "pending") & (col(OutboxMessage.not_before) <= utcnow()))))
-                return busy.one() == 0
 
-        await self.until(quiet)
-        self.closing = True
-        async with self.changed:
-            await asyncio.wait_for(self.changed.wait_for(lambda: self.in_flight == 0), 10.0)
-
-
-@pytest.fixture(autouse=True)
-async def settled(running_bot: RunningBot) -> AsyncIterator[Settled]:
-    waiter = Settled(running_bot.core)
-    yield waiter
-    await waiter.close(running_bot.core)
+@pytest.fixture
+def settled(running_bot: RunningBot) -> Settled:
+    return Settled(running_bot.core)
 
 
 def texts_of(core: Core, lang: str) -> Callable[..., str]:
@@ -328,7 +290,9 @@ async def test_stop_typed_in_lao_opts_out_at_once_and_ordinary_sentences_do_not(
     await subscribe_in_chat(user, core, "lo")
 
     await user.send("ນາຍຈ້າງບໍ່ໃຫ້ຂ້ອຍຢຸດພັກເລີຍ")  # "my employer never lets me take a break" (ຢຸດ, stop, alone)
-    await user.expect(re.escape(lo("menu.prompt")))
+    await user.send("/help")
+    await user.expect(re.escape(visible_text(lo("help.text"))[:20]))
+    assert lo("subscribe.stopped") not in user.all_text()
     async with core.db.session() as session:
         db_user = (await session.exec(select(User).where(User.address == "7301"))).one()
         assert (await session.get(Subscription, db_user.id)).active  # type: ignore[union-attr]

@@ -109,7 +109,7 @@ async def test_a_process_killed_before_answering_answers_once_after_restart(fake
         await user.send("/start")
         await fake_api.wait_for(lambda: any(m == "sendMessage" for m, _ in fake_api.calls), timeout=30)
         process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
+        process.wait(timeout=30)
         assert fake_api.sent_to(5004) == []
 
         fake_api.hold_sends = None
@@ -121,4 +121,4 @@ async def test_a_process_killed_before_answering_answers_once_after_restart(fake
     finally:
         held.set()
         process.terminate()
-        process.wait(timeout=10)
+        process.wait(timeout=30)

@@ -357,7 +357,7 @@ async def test_a_process_killed_between_the_commit_and_the_delivery_delivers_exa
         await user.press(en("report.consent.yes"), consent)
         await fake_api.wait_for(lambda: sum(1 for method, _ in fake_api.calls if method == "sendMessage") > sends, timeout=30)
         process.send_signal(signal.SIGKILL)  # the report is committed; nothing about it has left yet
-        process.wait(timeout=10)
+        process.wait(timeout=30)
         assert not [m for m in fake_api.bot_messages(BANGKOK)] and "received" not in user.all_text()
 
         fake_api.hold_sends = None  # the held request of the killed process never completes
@@ -372,7 +372,7 @@ async def test_a_process_killed_between_the_commit_and_the_delivery_delivers_exa
     finally:
         held.set()
         process.terminate()
-        process.wait(timeout=10)
+        process.wait(timeout=30)
     db = await connect(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", migrate=False)
     try:
         async with db.session() as session:

@@ -29,6 +29,10 @@ OUTCOMES = ("resolved", "referred", "no_contact", "not_a_case")
 REPLY_FLOW, REPLY_STEP = "report_reply", "answer"
 
 
+class NotRecordedYet(RuntimeError):
+    """A caseworker replied faster than the bot recorded the id of the message they replied to."""
+
+
 class PartnerConsole:
     def __init__(self, desk: ReportDesk) -> None:
         self.desk = desk
@@ -123,6 +127,10 @@ class PartnerConsole:
                 OutboxMessage.channel == TELEGRAM, OutboxMessage.chat == event.chat, OutboxMessage.result_ref == event.reply_to_ref)
         )).first()
         if post is None:
+            in_flight = (await session.exec(select(OutboxMessage.id).where(
+                OutboxMessage.channel == TELEGRAM, OutboxMessage.chat == event.chat, OutboxMessage.status == "sending"))).first()
+            if in_flight is not None:
+                raise NotRecordedYet(event.chat)  # the message replied to is sent but not yet recorded: try again shortly
             return  # a reply to something that is not about a case
         report = await session.get(Report, post.report_id)
         if not await self._authorised(session, report, partner, "message"):
