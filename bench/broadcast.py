@@ -25,6 +25,7 @@ from pathlib import Path
 import aiohttp
 from cryptography.fernet import Fernet
 from sqlalchemy import insert
+from sqlmodel import select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -61,7 +62,7 @@ async def fill(settings: Settings, subscribers: int) -> None:
                      for i in range(start, min(start + 5000, subscribers))]
             await session.exec(insert(User), params=users)  # type: ignore[call-overload]
         await session.flush()
-        from sqlmodel import col, select
+        from sqlmodel import col
 
         ids = (await session.exec(select(User.id).where(col(User.address) != "1"))).all()
         for start in range(0, len(ids), 5000):
@@ -97,7 +98,7 @@ async def phase(rate: float, seconds: float | None, subscribers: int, workdir: P
     tasks: list[asyncio.Task] = []
     try:
         async with core.db.transaction() as session:
-            admin = (await session.exec(__import__("sqlmodel").select(User).where(User.address == "1"))).one()
+            admin = (await session.exec(select(User).where(User.address == "1"))).one()
             await broadcasts.campaigns.create(session, admin, name="bench", texts={lang: f"Awareness message ({lang})" for lang in LANGS},
                                               button={"flow": "scam"} if core.texts.has("broadcast.button.scam") else None, paid=rate > 30)
         enqueue_started = time.monotonic()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from bot.engine.i18n import Translator
 from tests.fakes.bot_api import FakeBotApi, SentMessage
 
 
@@ -22,6 +23,12 @@ class TelegramUser:
         self.seen = 0
         self.pressed_upto = 0
         self.last: SentMessage | None = None
+
+    async def start_in(self, texts: Translator, lang: str) -> None:
+        """/start, pick the language by its own name, and wait for the main menu."""
+        await self.send("/start")
+        await self.press(texts.get(lang, "language.self_name"))
+        await self.expect(re.escape(texts.get(lang, "menu.prompt")))
 
     async def send(self, text: str) -> None:
         await self.fake.user_sends(self.id, text)

@@ -66,12 +66,6 @@ async def load_fixture(core: Core) -> None:
     assert result.ok and result.imported == 7, result.parsed.rejected
 
 
-async def start_in(user: TelegramUser, texts, lang: str) -> None:  # type: ignore[no-untyped-def]
-    await user.send("/start")
-    await user.press(texts.get(lang, "language.self_name"))
-    await user.expect(re.escape(texts.get(lang, "menu.prompt")))
-
-
 # -- the registry file -------------------------------------------------------------------------
 
 
@@ -209,7 +203,7 @@ async def test_a_khmer_speaker_finds_an_agency_by_a_misspelled_khmer_name_and_se
     t = running_bot.core.texts
     km = lambda key, **p: t.get("km", key, **p)  # noqa: E731
     user = running_bot.user(6101, "km")
-    await start_in(user, t, "km")
+    await user.start_in(t, "km")
 
     await user.press(km("menu.agency"))
     await user.expect(re.escape(km("agency.ask_country")))
@@ -237,7 +231,7 @@ async def test_a_vietnamese_speaker_typing_without_diacritics_finds_a_suspended_
     t = running_bot.core.texts
     vi = lambda key, **p: t.get("vi", key, **p)  # noqa: E731
     user = running_bot.user(6102, "vi")
-    await start_in(user, t, "vi")
+    await user.start_in(t, "vi")
 
     await user.send("/agency")
     await user.press(vi("country.VN"))
@@ -252,7 +246,7 @@ async def test_an_agency_with_an_expired_licence_says_so(running_bot: RunningBot
     await load_fixture(running_bot.core)
     t = running_bot.core.texts
     user = running_bot.user(6103, "en")
-    await start_in(user, t, "en")
+    await user.start_in(t, "en")
     await user.send("/agency")
     await user.press(t.get("en", "country.KH"))
     await user.send("old harbor services")
@@ -265,7 +259,7 @@ async def test_an_agency_not_in_the_list_gets_the_countrys_sourced_rules_and_an_
     t = running_bot.core.texts
     en = lambda key, **p: t.get("en", key, **p)  # noqa: E731
     user = running_bot.user(6104, "en")
-    await start_in(user, t, "en")
+    await user.start_in(t, "en")
 
     await user.press(en("menu.agency"))
     await user.press(en("country.KH"))
@@ -299,7 +293,7 @@ async def test_with_no_list_vietnam_says_where_to_check_and_cambodia_where_to_as
     t = running_bot.core.texts
     en = lambda key, **p: t.get("en", key, **p)  # noqa: E731
     user = running_bot.user(6105, "en")
-    await start_in(user, t, "en")
+    await user.start_in(t, "en")
     await user.send("/agency")
     await user.press(en("country.VN"))
     await user.send("An Example Agency")

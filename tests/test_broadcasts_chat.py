@@ -85,12 +85,6 @@ def shown(text: str, chars: int | None = None) -> str:
     return re.escape(visible_text(text)[:chars])
 
 
-async def start_in(user: TelegramUser, core: Core, lang: str) -> None:
-    await user.send("/start")
-    await user.press(core.texts.get(lang, "language.self_name"))
-    await user.expect(re.escape(core.texts.get(lang, "menu.prompt")))
-
-
 async def subscribe_in_chat(user: TelegramUser, core: Core, lang: str) -> None:
     t = texts_of(core, lang)
     await user.send("/subscribe")
@@ -147,14 +141,14 @@ async def test_campaign_staff_schedule_a_weekly_khmer_and_thai_broadcast_that_on
 
     # The admin (from the settings) invites a campaign staff member with a one-time link.
     admin, staff = running_bot.user(ADMIN, "en"), running_bot.user(STAFF, "en")
-    await start_in(admin, core, "en")
+    await admin.start_in(core.texts, "en")
     await invite_staff(admin, staff, core)
 
     # Subscribers opt in through the chat: a Khmer speaker after their first guidance journey,
     # a Thai speaker with /subscribe; a Lao and a Vietnamese speaker subscribe too; a second
     # Khmer speaker says no; a third Khmer speaker subscribes and later blocks the bot.
     khmer = running_bot.user(7101, "km")
-    await start_in(khmer, core, "km")
+    await khmer.start_in(core.texts, "km")
     await guidance_journey(khmer, core, "km")
     offer = await khmer.expect(re.escape(km("subscribe.offer")[:40]))
     await khmer.press(km("subscribe.offer_yes"), offer)
@@ -164,23 +158,23 @@ async def test_campaign_staff_schedule_a_weekly_khmer_and_thai_broadcast_that_on
     assert km("subscribe.topic.scams") in subscribed.text and km("menu.prompt") in subscribed.text
 
     thai = running_bot.user(7102, "th")
-    await start_in(thai, core, "th")
+    await thai.start_in(core.texts, "th")
     await subscribe_in_chat(thai, core, "th")
     lao = running_bot.user(7103, "lo")
-    await start_in(lao, core, "lo")
+    await lao.start_in(core.texts, "lo")
     await subscribe_in_chat(lao, core, "lo")
     vietnamese = running_bot.user(7106, "vi")
-    await start_in(vietnamese, core, "vi")
+    await vietnamese.start_in(core.texts, "vi")
     await subscribe_in_chat(vietnamese, core, "vi")
 
     declined = running_bot.user(7104, "km")
-    await start_in(declined, core, "km")
+    await declined.start_in(core.texts, "km")
     await guidance_journey(declined, core, "km")
     await declined.press(km("subscribe.offer_no"))
     await declined.expect(re.escape(km("subscribe.later")))
 
     blocker = running_bot.user(7105, "km")
-    await start_in(blocker, core, "km")
+    await blocker.start_in(core.texts, "km")
     await subscribe_in_chat(blocker, core, "km")
     await add_bulk_subscribers(core, fake, [7201, 7202], "th")
 
@@ -286,7 +280,7 @@ async def test_stop_typed_in_lao_opts_out_at_once_and_ordinary_sentences_do_not(
     core = running_bot.core
     lo = texts_of(core, "lo")
     user = running_bot.user(7301, "lo")
-    await start_in(user, core, "lo")
+    await user.start_in(core.texts, "lo")
     await subscribe_in_chat(user, core, "lo")
 
     await user.send("ນາຍຈ້າງບໍ່ໃຫ້ຂ້ອຍຢຸດພັກເລີຍ")  # "my employer never lets me take a break" (ຢຸດ, stop, alone)
@@ -314,7 +308,7 @@ async def test_someone_who_is_not_staff_cannot_broadcast_or_manage_staff(running
     core = running_bot.core
     vi = texts_of(core, "vi")
     user = running_bot.user(7401, "vi")
-    await start_in(user, core, "vi")
+    await user.start_in(core.texts, "vi")
     for command in ("/broadcast", "/campaigns", "/campaigns cancel 1", "/grant 7401 admin", "/revoke 7001 admin", "/invite admin"):
         await user.send(command)
         await user.expect(re.escape(vi("staff.refused")))
@@ -332,11 +326,11 @@ async def test_admins_grant_and_revoke_roles_in_chat_invites_work_once_and_every
     core = running_bot.core
     en, th = texts_of(core, "en"), texts_of(core, "th")
     admin, helper = running_bot.user(ADMIN, "en"), running_bot.user(7501, "th")
-    await start_in(admin, core, "en")
+    await admin.start_in(core.texts, "en")
 
     await admin.send("/grant 7501 campaign")
     await admin.expect(re.escape(en("staff.unknown_user", id="7501")[:40]))
-    await start_in(helper, core, "th")
+    await helper.start_in(core.texts, "th")
     await helper.send("/broadcast")
     await helper.expect(re.escape(th("staff.refused")))
 
@@ -361,10 +355,10 @@ async def test_admins_grant_and_revoke_roles_in_chat_invites_work_once_and_every
     invite = await admin.expect(re.escape(f"https://t.me/{BOT_USERNAME}?start=inv_"))
     link = re.search(r"https://t\.me/\S+", invite.text).group(0)  # type: ignore[union-attr]
     token = link.split("start=inv_")[1]
-    await start_in(partner, core, "en")
+    await partner.start_in(core.texts, "en")
     await partner.send(f"/start inv_{token}")
     await partner.expect(re.escape(en("staff.invite_accepted", role=en("staff.role.partner"))))
-    await start_in(latecomer, core, "en")
+    await latecomer.start_in(core.texts, "en")
     await latecomer.send(f"/start inv_{token}")
     await latecomer.expect(re.escape(en("staff.invite_invalid")))
     await partner.send("/broadcast")
@@ -389,7 +383,7 @@ async def test_campaigns_lists_pauses_resumes_and_cancels_and_a_stop_cancels_wha
     core, fake = running_bot.core, running_bot.fake
     en, vi = texts_of(core, "en"), texts_of(core, "vi")
     admin = running_bot.user(ADMIN, "en")
-    await start_in(admin, core, "en")
+    await admin.start_in(core.texts, "en")
     await admin.send("/campaigns")
     await admin.expect(re.escape(en("campaigns.none")))
 
@@ -460,7 +454,7 @@ async def test_campaigns_lists_pauses_resumes_and_cancels_and_a_stop_cancels_wha
     # A paused run holds its messages; someone who types /stop meanwhile never gets theirs.
     stays, leaves = running_bot.user(7601, "vi"), running_bot.user(7602, "vi")
     for user in (stays, leaves):
-        await start_in(user, core, "vi")
+        await user.start_in(core.texts, "vi")
         await subscribe_in_chat(user, core, "vi")
     async with core.db.transaction() as session:
         admin_user = (await session.exec(select(User).where(User.address == str(ADMIN)))).one()
@@ -491,7 +485,7 @@ async def test_the_offer_comes_once_after_the_first_guidance_journey(running_bot
     core = running_bot.core
     th = texts_of(core, "th")
     user = running_bot.user(7701, "th")
-    await start_in(user, core, "th")
+    await user.start_in(core.texts, "th")
     await guidance_journey(user, core, "th")
     offer = await user.expect(re.escape(th("subscribe.offer")[:30]))
     assert offer.labels == [th("subscribe.offer_yes"), th("subscribe.offer_no")]

@@ -40,12 +40,6 @@ async def in_group(fake: FakeBotApi, chat: int, pattern: str, after: int = 0) ->
     return await fake.wait_for(lambda: next((m for m in fake.bot_messages(chat) if m.message_id > after and regex.search(m.text)), None))
 
 
-async def start_in(user: TelegramUser, texts, lang: str) -> None:  # type: ignore[no-untyped-def]
-    await user.send("/start")
-    await user.press(texts.get(lang, "language.self_name"))
-    await user.expect(re.escape(texts.get(lang, "menu.prompt")))
-
-
 async def report_until_consent(user: TelegramUser, t, *, category: str, danger: bool, country: str, province: str | None,  # type: ignore[no-untyped-def]
                                description: str, contact: str) -> None:
     await user.send("/report")
@@ -67,7 +61,7 @@ async def test_a_vietnamese_speaker_reports_an_urgent_case_in_thailand_and_a_ban
     partner_groups(fake)
     user = running_bot.user(6001, "vi")
     fake.users[6001].first_name = "Lan"
-    await start_in(user, texts, "vi")
+    await user.start_in(texts, "vi")
 
     await user.send("/report")
     await user.press(vi("report.category.trafficking"))
@@ -132,7 +126,7 @@ async def test_a_member_of_another_partners_group_cannot_act_on_the_case(running
     en = lambda key, **p: texts.get("en", key, **p)  # noqa: E731
     partner_groups(fake)
     user = running_bot.user(6002, "en")
-    await start_in(user, texts, "en")
+    await user.start_in(texts, "en")
     await report_until_consent(user, en, category="documents_wages", danger=False, country="TH", province="samut_sakhon",
                                description="The factory keeps our passports", contact="none")
     await user.press(en("report.consent.yes"))
@@ -158,7 +152,7 @@ async def test_status_shows_a_report_to_its_reporter_only_and_delivers_waiting_m
     en = lambda key, **p: texts.get("en", key, **p)  # noqa: E731
     partner_groups(fake)
     user = running_bot.user(6003, "en")
-    await start_in(user, texts, "en")
+    await user.start_in(texts, "en")
     await report_until_consent(user, en, category="recruitment_fraud", danger=False, country="KH", province="phnom_penh",
                                description="An agent took 600 dollars and disappeared", contact="on_check")
     await user.press(en("report.consent.yes"))
@@ -172,7 +166,7 @@ async def test_status_shows_a_report_to_its_reporter_only_and_delivers_waiting_m
     assert "Which agency" not in user.all_text(), "someone who may be watched is not messaged unasked"
 
     stranger = running_bot.user(6004, "en")
-    await start_in(stranger, texts, "en")
+    await stranger.start_in(texts, "en")
     await stranger.send(f"/status {code}")
     await stranger.expect("I cannot find a report")
 
@@ -188,7 +182,7 @@ async def test_without_consent_only_an_anonymous_count_is_kept(running_bot: Runn
     en = lambda key, **p: texts.get("en", key, **p)  # noqa: E731
     partner_groups(fake)
     user = running_bot.user(6005, "en")
-    await start_in(user, texts, "en")
+    await user.start_in(texts, "en")
     await report_until_consent(user, en, category="trafficking", danger=False, country="TH", province="tak",
                                description="My cousin is locked in a boat", contact="anytime")
     await user.press(en("report.consent.no"))
@@ -206,7 +200,7 @@ async def test_quick_exit_leaves_no_message_of_the_report_in_the_chat(running_bo
     fake, texts = running_bot.fake, running_bot.core.texts
     km = lambda key, **p: texts.get("km", key, **p)  # noqa: E731
     user = running_bot.user(6006, "km")
-    await start_in(user, texts, "km")
+    await user.start_in(texts, "km")
     before = max(m.message_id for m in fake.messages[6006])
 
     await user.send("/report")
@@ -259,7 +253,7 @@ async def test_a_webhook_partner_gets_a_signed_payload_and_the_retry_keeps_its_i
         texts = core.texts
         en = lambda key, **p: texts.get("en", key, **p)  # noqa: E731
         user = bot.user(6007, "en")
-        await start_in(user, texts, "en")
+        await user.start_in(texts, "en")
         await report_until_consent(user, en, category="scam_compound", danger=False, country="KH", province="sihanoukville",
                                    description="They hold 40 people in a building and force us to scam", contact="on_check")
         await user.press(en("report.consent.yes"))
@@ -291,7 +285,7 @@ async def test_an_unacknowledged_case_escalates_to_the_next_partner(running_bot:
     en = lambda key, **p: texts.get("en", key, **p)  # noqa: E731
     partner_groups(fake)
     user = running_bot.user(6008, "en")
-    await start_in(user, texts, "en")
+    await user.start_in(texts, "en")
     await report_until_consent(user, en, category="documents_wages", danger=False, country="TH", province="bangkok",
                                description="No wages for three months", contact="none")
     await user.press(en("report.consent.yes"))
@@ -316,7 +310,7 @@ async def test_forget_deletes_what_the_bot_holds(running_bot: RunningBot) -> Non
     en = lambda key, **p: texts.get("en", key, **p)  # noqa: E731
     partner_groups(fake)
     user = running_bot.user(6009, "en")
-    await start_in(user, texts, "en")
+    await user.start_in(texts, "en")
     await report_until_consent(user, en, category="other", danger=False, country="VN", province="hanoi",
                                description="Something happened at my workplace", contact="anytime")
     await user.press(en("report.consent.yes"))
@@ -348,7 +342,7 @@ async def test_a_process_killed_between_the_commit_and_the_delivery_delivers_exa
     process = _start_bot(fake_api, tmp_path / "bot.db")
     held = asyncio.Event()
     try:
-        await start_in(user, texts, "en")
+        await user.start_in(texts, "en")
         await report_until_consent(user, en, category="documents_wages", danger=False, country="TH", province="bangkok",
                                    description="Our boss keeps all our passports", contact="none")
         consent = await user.expect(re.escape(en("report.ask_consent")[:30]))

@@ -34,12 +34,6 @@ def shipped_redflags() -> RedFlags:
     return redflags
 
 
-async def start_in(user: TelegramUser, texts, lang: str) -> None:  # type: ignore[no-untyped-def]
-    await user.send("/start")
-    await user.press(texts.get(lang, "language.self_name"))
-    await user.expect(re.escape(texts.get(lang, "menu.prompt")))
-
-
 async def values_of(core: Core, user_id: int) -> dict[str, Any]:
     async with core.db.session() as session:
         user = (await session.exec(select(User).where(User.channel == "telegram", User.address == str(user_id)))).one()
@@ -125,7 +119,7 @@ async def test_a_thai_speakers_offer_with_a_kept_passport_and_high_fees_is_high_
     th = lambda key, **p: t.get("th", key, **p)  # noqa: E731
     redflags = shipped_redflags()
     user = running_bot.user(6201, "th")
-    await start_in(user, t, "th")
+    await user.start_in(t, "th")
 
     await user.press(th("menu.redflags"))
     await user.expect(re.escape(th("redflags.intro")))
@@ -161,7 +155,7 @@ async def test_a_low_risk_offer_gets_advice_but_no_report_button(running_bot: Ru
     t = running_bot.core.texts
     en = lambda key, **p: t.get("en", key, **p)  # noqa: E731
     user = running_bot.user(6202, "en")
-    await start_in(user, t, "en")
+    await user.start_in(t, "en")
     await user.send("/redflags")
     await user.press(en("country.KH"))
     await user.press(en("country.TH"))
@@ -177,7 +171,7 @@ async def test_a_fake_online_job_offer_leads_to_the_scam_warning(running_bot: Ru
     t = running_bot.core.texts
     vi = lambda key, **p: t.get("vi", key, **p)  # noqa: E731
     user = running_bot.user(6203, "vi")
-    await start_in(user, t, "vi")
+    await user.start_in(t, "vi")
     await user.send("/redflags")
     await user.press(vi("country.VN"))
     await user.press(vi("redflags.other_destination"))
@@ -214,7 +208,7 @@ async def test_the_self_screening_ends_with_help_and_stores_nothing(running_bot:
     t = running_bot.core.texts
     lo = lambda key, **p: t.get("lo", key, **p)  # noqa: E731
     user = running_bot.user(6205, "lo")
-    await start_in(user, t, "lo")
+    await user.start_in(t, "lo")
 
     await user.press(lo("menu.selfcheck"))
     names = ["deception", "wages", "debt", "documents", "movement", "isolation", "threats", "violence", "overtime", "conditions",
@@ -252,7 +246,7 @@ async def test_going_on_to_report_from_the_self_screening_sends_only_the_indicat
     t = running_bot.core.texts
     en = lambda key, **p: t.get("en", key, **p)  # noqa: E731
     user = running_bot.user(6206, "en")
-    await start_in(user, t, "en")
+    await user.start_in(t, "en")
     await user.send("/selfcheck")
     for name in ["deception", "wages", "debt", "documents", "movement", "isolation", "threats", "violence", "overtime", "conditions",
                  "vulnerability"]:
@@ -270,7 +264,7 @@ async def test_a_quick_exit_in_the_self_screening_removes_the_messages_and_the_a
     fake, t = running_bot.fake, running_bot.core.texts
     th = lambda key, **p: t.get("th", key, **p)  # noqa: E731
     user = running_bot.user(6207, "th")
-    await start_in(user, t, "th")
+    await user.start_in(t, "th")
     before = max(m.message_id for m in fake.messages[6207])
 
     await user.send("/selfcheck")
