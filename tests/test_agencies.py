@@ -23,7 +23,6 @@ from storage.agencies import Agency
 from storage.db import connect
 from tests.conftest import RunningBot
 from tests.fakes.bot_api import visible_text
-from tests.story import TelegramUser
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FICTIONAL = FIXTURES / "agencies_fictional.csv"

@@ -4,10 +4,6 @@ killed in the middle of a campaign finishes it after restart with no duplicate."
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +18,7 @@ from bot.settings import PROJECT_ROOT, Settings
 from storage import connect
 from storage.models import OutboxMessage, User
 from tests.fakes.bot_api import FakeBotApi
+from tests.processes import BotProcess
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
@@ -108,11 +105,8 @@ async def test_a_process_killed_in_the_middle_of_a_campaign_finishes_it_after_re
     for uid in subscribers:
         fake_api.add_user(uid, "Subscriber")
 
-    def start() -> subprocess.Popen[bytes]:
-        env = {**os.environ, "TELEGRAM_BOT_TOKEN": fake_api.token, "TELEGRAM_API_BASE_URL": fake_api.base_url, "DATABASE_URL": url,
-               "POLL_TIMEOUT": "2", "OUTBOX_LEASE_SECONDS": "1", "SEND_RATE": "10", "API_PORT": "0"}
-        log = (tmp_path / "bot.log").open("ab")
-        return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log)
+    def start() -> BotProcess:
+        return BotProcess(fake_api, url, tmp_path / "bot.log", SEND_RATE="10", API_PORT="0")
 
     def broadcasts_received() -> int:
         return sum(len(fake_api.sent_to(uid)) for uid in subscribers)
@@ -133,8 +127,7 @@ async def test_a_process_killed_in_the_middle_of_a_campaign_finishes_it_after_re
         fake_api.hold_sends = held  # what is in flight now never arrives
         delivered = broadcasts_received()
         await eventually(lambda: _equals(sent_in_db, delivered))
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+        await process.kill()
         assert broadcasts_received() < len(subscribers), "killed in the middle"
 
         fake_api.hold_sends = None  # the held requests of the killed process never complete
@@ -147,8 +140,7 @@ async def test_a_process_killed_in_the_middle_of_a_campaign_finishes_it_after_re
         assert "40" in report.text
     finally:
         held.set()
-        process.terminate()
-        process.wait(timeout=30)
+        await process.stop()
 
 
 async def _equals(count: Callable[[], Awaitable[int]], expected: int) -> bool:

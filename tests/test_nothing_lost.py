@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from bot.app import build_core
 from bot.settings import PROJECT_ROOT, Settings
 from tests.conftest import RunningBot
 from tests.fakes.bot_api import FakeBotApi
+from tests.processes import BotProcess
 from tests.story import TelegramUser
 
 
@@ -93,32 +90,22 @@ async def test_an_update_fetched_but_not_handled_before_a_crash_is_answered_afte
         await core.close()
 
 
-def _start_bot(fake: FakeBotApi, db_path: Path) -> subprocess.Popen[bytes]:
-    """`python -m bot run` in its own process, so that it can really be killed."""
-    env = {**os.environ, "TELEGRAM_BOT_TOKEN": fake.token, "TELEGRAM_API_BASE_URL": fake.base_url,
-           "DATABASE_URL": f"sqlite+aiosqlite:///{db_path}", "POLL_TIMEOUT": "2", "OUTBOX_LEASE_SECONDS": "1"}
-    log = (db_path.parent / "bot.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log)
-
-
 async def test_a_process_killed_before_answering_answers_once_after_restart(fake_api: FakeBotApi, tmp_path: Path) -> None:
     user = TelegramUser(fake_api, 5004, "en")
     held = fake_api.hold_sends = asyncio.Event()  # sendMessage hangs: the answer cannot get out
-    process = _start_bot(fake_api, tmp_path / "bot.db")
+    process = BotProcess.on_sqlite(fake_api, tmp_path / "bot.db")
     try:
         await user.send("/start")
         await fake_api.wait_for(lambda: any(m == "sendMessage" for m, _ in fake_api.calls), timeout=30)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+        await process.kill()
         assert fake_api.sent_to(5004) == []
 
         fake_api.hold_sends = None
-        process = _start_bot(fake_api, tmp_path / "bot.db")
+        process = BotProcess.on_sqlite(fake_api, tmp_path / "bot.db")
         await user.expect("Please choose your language", timeout=30)
         await user.send("/help")
         await user.expect("Press the buttons", timeout=30)
         assert len([m for m in fake_api.sent_to(5004) if m.text.startswith("Please choose")]) == 1
     finally:
         held.set()
-        process.terminate()
-        process.wait(timeout=30)
+        await process.stop()

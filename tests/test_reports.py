@@ -328,10 +328,8 @@ async def test_forget_deletes_what_the_bot_holds(running_bot: RunningBot) -> Non
 
 
 async def test_a_process_killed_between_the_commit_and_the_delivery_delivers_exactly_once(fake_api: FakeBotApi, tmp_path: Path) -> None:
-    import signal
-
     from storage import connect
-    from tests.test_nothing_lost import _start_bot
+    from tests.processes import BotProcess
 
     partner_groups(fake_api)
     from bot.engine.i18n import Translator
@@ -339,7 +337,7 @@ async def test_a_process_killed_between_the_commit_and_the_delivery_delivers_exa
     texts = Translator.from_dir(PROJECT_ROOT / "locales")
     en = lambda key, **p: texts.get("en", key, **p)  # noqa: E731
     user = TelegramUser(fake_api, 6010, "en")
-    process = _start_bot(fake_api, tmp_path / "bot.db")
+    process = BotProcess.on_sqlite(fake_api, tmp_path / "bot.db")
     held = asyncio.Event()
     try:
         await user.start_in(texts, "en")
@@ -350,12 +348,11 @@ async def test_a_process_killed_between_the_commit_and_the_delivery_delivers_exa
         fake_api.hold_sends = held
         await user.press(en("report.consent.yes"), consent)
         await fake_api.wait_for(lambda: sum(1 for method, _ in fake_api.calls if method == "sendMessage") > sends, timeout=30)
-        process.send_signal(signal.SIGKILL)  # the report is committed; nothing about it has left yet
-        process.wait(timeout=30)
+        await process.kill()  # the report is committed; nothing about it has left yet
         assert not [m for m in fake_api.bot_messages(BANGKOK)] and "received" not in user.all_text()
 
         fake_api.hold_sends = None  # the held request of the killed process never completes
-        process = _start_bot(fake_api, tmp_path / "bot.db")
+        process = BotProcess.on_sqlite(fake_api, tmp_path / "bot.db")
         received = await user.expect("Your report has been received", timeout=30)
         code = re.search(r"code is ([A-Z0-9]{6})", received.text).group(1)  # type: ignore[union-attr]
         await in_group(fake_api, BANGKOK, code)
@@ -365,8 +362,7 @@ async def test_a_process_killed_between_the_commit_and_the_delivery_delivers_exa
         assert len([m for m in fake_api.sent_to(6010) if "Your report has been received" in m.text]) == 1
     finally:
         held.set()
-        process.terminate()
-        process.wait(timeout=30)
+        await process.stop()
     db = await connect(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}", migrate=False)
     try:
         async with db.session() as session:

@@ -13,12 +13,12 @@ from aiohttp import web
 from bot.features.broadcasts import BroadcastsFeature
 from bot.features.broadcasts.campaigns import CampaignError
 from storage.broadcasts import Campaign
-from storage.models import utcnow
+from storage.models import User, utcnow
 
 log = logging.getLogger(__name__)
 
 FEATURE = web.AppKey("broadcasts", BroadcastsFeature)
-STAFF = "staff_user"
+STAFF = web.RequestKey("staff_user", User)
 SPEC = Path(__file__).with_name("openapi.yaml")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -138,9 +138,16 @@ class TelegramChannel:
         if self._poll is not None:
             self._poll.cancel()
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let updates being handled finish; one that cannot within `grace` is cancelled, and
+        as its inbox row is not marked done it is handled again at the next start."""
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                log.warning("%d update(s) still being handled after %.0fs; they resume at the next start", len(pending), grace)
         await self.app.shutdown()
 
     async def register_commands(self) -> None:
