@@ -18,7 +18,7 @@ from bot.engine.i18n import Translator
 from bot.engine.runner import Engine
 from bot.inbox import Inbox
 from bot.outbox import Outbox
-from bot.scheduler import start_clock
+from bot.scheduler import Clock
 from bot.settings import Settings
 from storage import Database, connect, crypto
 
@@ -82,7 +82,7 @@ async def run_telegram(settings: Settings) -> None:
                               core.outbox, core.flows, core.texts, poll_timeout=settings.poll_timeout, rate=settings.rate)
     senders = [sender for feature in features.modules() if hasattr(feature, "senders") for sender in feature.senders(core)]
     running = [asyncio.create_task(sender.run()) for sender in senders]
-    clock = start_clock([job for feature in features.modules() if hasattr(feature, "jobs") for job in feature.jobs(core)])
+    clock = Clock([job for feature in features.modules() if hasattr(feature, "jobs") for job in feature.jobs(core)]).start()
     api = None
     if settings.api_port:
         from bot.api.app import serve
@@ -97,7 +97,7 @@ async def run_telegram(settings: Settings) -> None:
     finally:
         if api is not None:
             await api.cleanup()
-        clock.shutdown(wait=False)
+        await clock.stop()
         for sender, task in zip(senders, running, strict=True):
             await sender.stop(task)
         await core.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlmodel import col, func, or_, select, update
+from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import Database
@@ -97,22 +98,25 @@ class Outbox:
         self.wakeup.set()
 
     async def claim(self, channel: str, limit: int = 50, *, min_priority: int = 0, max_priority: int = 1_000) -> list[OutboxMessage]:
+        """Lease up to `limit` due rows, most urgent first: rows whose sender died (lease
+        run out) before new ones. Each query walks ix_outbox_claim in order and stops at
+        its limit, so its cost does not grow with the backlog."""
         now = utcnow()
         async with self.db.transaction() as session:
-            due = or_(
-                (col(OutboxMessage.status) == "pending") & (col(OutboxMessage.not_before) <= now),
-                (col(OutboxMessage.status) == "sending") & (col(OutboxMessage.not_before) <= now),
-            )
-            query = (
-                select(OutboxMessage)
-                .where(OutboxMessage.channel == channel, due, col(OutboxMessage.priority) >= min_priority,
-                       col(OutboxMessage.priority) <= max_priority)
-                .order_by(col(OutboxMessage.priority), col(OutboxMessage.id))
-                .limit(limit)
-            )
-            if self.db.is_postgres:
-                query = query.with_for_update(skip_locked=True)
-            rows = list(await session.exec(query))
+            rows: list[OutboxMessage] = []
+            for status in ("sending", "pending"):
+                query = (
+                    select(OutboxMessage)
+                    .where(OutboxMessage.channel == channel, OutboxMessage.status == status, col(OutboxMessage.not_before) <= now,
+                           col(OutboxMessage.priority) >= min_priority, col(OutboxMessage.priority) <= max_priority)
+                    .order_by(col(OutboxMessage.priority), col(OutboxMessage.id))
+                    .limit(limit - len(rows))
+                )
+                if self.db.is_postgres:
+                    query = query.with_for_update(skip_locked=True)
+                rows.extend(await session.exec(query))
+                if len(rows) >= limit:
+                    break
             if rows:
                 await session.exec(
                     update(OutboxMessage).where(col(OutboxMessage.id).in_([r.id for r in rows]))  # type: ignore[call-overload]
@@ -166,15 +170,26 @@ async def _all_or_none(coroutines: list[Any]) -> None:
 
 
 class RateLimiter:
-    """At most `rate` sends in any one-second window. Urgent callers (replies) go before
-    bulk ones; a 429 pauses everyone until its retry_after has passed."""
+    """At most `rate` requests reach the platform in any one-second window.
+
+    A request reaches the server somewhere between being granted here and being answered,
+    so it counts against the window from its grant until one second after its answer: only
+    then can it not share the server's window with a new one. Counting from the grant alone
+    let network jitter put a few requests too many into one server-side second (429s, each
+    pausing everything); this costs about one round trip per second of throughput instead.
+
+    Urgent callers (replies) go before bulk ones; a 429 pauses everyone until its
+    retry_after has passed. Waiters queue on a lock per lane, so only one of each lane
+    polls the clock however many sends are waiting.
+    """
 
     def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = max(1, int(rate))
         self.clock = clock
-        self.stamps: deque[float] = deque()
+        self.window: deque[list[float]] = deque()
         self.paused_until = 0.0
         self.urgent_waiting = 0
+        self._lanes = {True: asyncio.Lock(), False: asyncio.Lock()}
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, self.clock() + seconds)
@@ -183,25 +198,35 @@ class RateLimiter:
         now = self.clock()
         if self.paused_until > now:
             return self.paused_until - now
-        while self.stamps and now - self.stamps[0] >= 1.0:
-            self.stamps.popleft()
-        if len(self.stamps) < self.rate:
+        while self.window and self.window[0][0] <= now - 1.0:
+            self.window.popleft()
+        if len(self.window) < self.rate:
             return 0.0
-        return 1.0 - (now - self.stamps[0])
+        answered = self.window[0][0]
+        return answered + 1.0 - now if answered != math.inf else 0.002
 
-    async def acquire(self, *, urgent: bool = False, stopping: Callable[[], bool] = lambda: False) -> None:
+    async def acquire(self, *, urgent: bool = False, stopping: Callable[[], bool] = lambda: False) -> list[float] | None:
+        """A permit to send now (give it back with `release` once answered), or None if
+        the sender is stopping."""
         if urgent:
             self.urgent_waiting += 1
         try:
-            while not stopping():
-                wait = self._wait_needed()
-                if wait <= 0 and (urgent or not self.urgent_waiting):
-                    self.stamps.append(self.clock())
-                    return
-                await asyncio.sleep(min(max(wait, 0.001), 0.25))
+            async with self._lanes[urgent]:
+                while not stopping():
+                    wait = self._wait_needed()
+                    if wait <= 0 and (urgent or not self.urgent_waiting):
+                        permit = [math.inf]
+                        self.window.append(permit)
+                        return permit
+                    await asyncio.sleep(min(max(wait, 0.001), 0.05))
+                return None
         finally:
             if urgent:
                 self.urgent_waiting -= 1
+
+    def release(self, permit: list[float] | None) -> None:
+        if permit is not None:
+            permit[0] = self.clock()
 
 
 class Sender:
@@ -308,9 +333,10 @@ class Sender:
             now = time.monotonic()
             if last is not None and now - last < self.per_chat_interval:
                 return Outcome(row, "later", after=self.per_chat_interval - (now - last))
+        permit = None
         if self.limiter is not None:
-            await self.limiter.acquire(urgent=not bulk, stopping=lambda: self._stopping)
-            if self._stopping:
+            permit = await self.limiter.acquire(urgent=not bulk, stopping=lambda: self._stopping)
+            if permit is None:
                 return Outcome(row, "later")
         try:
             ref = await self.deliver(row, json.loads(row.payload or "{}"))
@@ -332,6 +358,9 @@ class Sender:
         except Rejected as exc:
             log.error("outbox %s: rejected by the platform: %s", row.id, exc)
             return Outcome(row, "failed")
+        finally:
+            if self.limiter is not None:
+                self.limiter.release(permit)
         if bulk:
             self.last_bulk[row.chat] = time.monotonic()
             self.last_bulk.move_to_end(row.chat)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Column, UniqueConstraint
+from sqlalchemy import Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from storage.crypto import EncryptedJSON, EncryptedText
@@ -70,6 +70,9 @@ class OutboxMessage(SQLModel, table=True):
     change that caused it, drained by the channel's sender."""
 
     __tablename__ = "outbox"
+    # The senders' claim walks this in order and stops at its limit, so a reply is found at
+    # once however many broadcast rows are queued behind it.
+    __table_args__ = (Index("ix_outbox_claim", "channel", "status", "priority", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     channel: str = Field(max_length=32, index=True)

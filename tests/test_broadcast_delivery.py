@@ -47,21 +47,38 @@ class FakeClock:
 async def test_the_limiter_never_allows_more_than_the_rate_in_any_one_second_window() -> None:
     clock = FakeClock()
     limiter = RateLimiter(3, clock=clock)
-    granted: list[float] = []
-    for _ in range(3):
-        await limiter.acquire()
-        granted.append(clock.now)
+    permits = [await limiter.acquire() for _ in range(3)]
     waiting = asyncio.create_task(limiter.acquire())
     await asyncio.sleep(0)
     assert not waiting.done(), "a fourth send in the same second waits"
-    clock.now = 1.0
-    await asyncio.wait_for(waiting, 1)
+    clock.now = 0.2
+    for permit in permits:
+        limiter.release(permit)  # answered at 0.2: each may have reached the server as late as that
+    clock.now = 1.1
+    await asyncio.sleep(0.002)
+    assert not waiting.done(), "one second is counted from the answer, not from the grant"
+    clock.now = 1.2
+    limiter.release(await asyncio.wait_for(waiting, 1))
+
     limiter.pause(5)
     paused = asyncio.create_task(limiter.acquire(urgent=True))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.002)
     assert not paused.done(), "a 429 pauses even replies"
     clock.now = 6.5
-    await asyncio.wait_for(paused, 1)
+    assert await asyncio.wait_for(paused, 1) is not None
+
+
+async def test_a_send_still_waiting_for_its_answer_holds_its_place_in_the_window() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, clock=clock)
+    unanswered = await limiter.acquire()
+    waiting = asyncio.create_task(limiter.acquire())
+    clock.now = 5.0
+    await asyncio.sleep(0.005)
+    assert not waiting.done(), "its request may still reach the server at any moment"
+    limiter.release(unanswered)
+    clock.now = 6.0
+    assert await asyncio.wait_for(waiting, 1) is not None
 
 
 async def test_replies_are_sent_before_a_backlog_of_broadcasts(tmp_path: Path) -> None:

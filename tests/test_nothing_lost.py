@@ -109,3 +109,24 @@ async def test_a_process_killed_before_answering_answers_once_after_restart(fake
     finally:
         held.set()
         await process.stop()
+
+
+async def test_a_stop_lets_a_periodic_pass_that_is_running_finish_instead_of_cutting_it_off() -> None:
+    from bot.scheduler import Clock
+
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[str] = []
+
+    async def escalate() -> None:
+        started.set()
+        await release.wait()
+        finished.append("escalate")
+
+    clock = Clock([("escalate", 3600, escalate)]).start()
+    await asyncio.wait_for(started.wait(), 5)
+    stopping = asyncio.create_task(clock.stop())
+    await asyncio.sleep(0)
+    assert not stopping.done(), "the stop waits for the pass"
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+    assert finished == ["escalate"]

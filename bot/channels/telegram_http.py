@@ -1,0 +1,87 @@
+"""python-telegram-bot's HTTP layer on aiohttp's client.
+
+python-telegram-bot lets an application bring its own `BaseRequest`. Its default, httpx,
+checks every pooled connection with a system call on each request; at broadcast rates
+(hundreds of messages a second) that was most of the bot's CPU. aiohttp is already the
+project's server stack and its client pools connections without that cost. Everything
+above this class (building requests, parsing answers, raising RetryAfter or Forbidden)
+is still python-telegram-bot's own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from telegram.error import NetworkError, TimedOut
+from telegram.request import BaseRequest, RequestData
+
+
+class AiohttpRequest(BaseRequest):
+    def __init__(self, *, connections: int = 64, read_timeout: float = 5.0, write_timeout: float = 5.0,
+                 connect_timeout: float = 5.0, pool_timeout: float = 1.0, media_write_timeout: float = 20.0) -> None:
+        self.connections = connections
+        self._read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.connect_timeout = connect_timeout
+        self.pool_timeout = pool_timeout
+        self.media_write_timeout = media_write_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self._read_timeout
+
+    async def initialize(self) -> None:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.connections, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.USER_AGENT})
+
+    async def shutdown(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: Any = BaseRequest.DEFAULT_NONE,
+        write_timeout: Any = BaseRequest.DEFAULT_NONE,
+        connect_timeout: Any = BaseRequest.DEFAULT_NONE,
+        pool_timeout: Any = BaseRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        if self._session is None or self._session.closed:
+            raise RuntimeError("AiohttpRequest is not initialized")
+        read = self._read_timeout if read_timeout is BaseRequest.DEFAULT_NONE else read_timeout
+        connect = self.connect_timeout if connect_timeout is BaseRequest.DEFAULT_NONE else connect_timeout
+        pool = self.pool_timeout if pool_timeout is BaseRequest.DEFAULT_NONE else pool_timeout
+        files = request_data.multipart_data if request_data is not None and request_data.contains_files else None
+        write = write_timeout if write_timeout is not BaseRequest.DEFAULT_NONE else (
+            self.media_write_timeout if files else self.write_timeout)
+        timeout = aiohttp.ClientTimeout(sock_connect=connect, connect=_sum(connect, pool), sock_read=_sum(read, write))
+        body: Any = None
+        if request_data is not None:
+            body = _multipart(request_data, files) if files else request_data.json_parameters
+        try:
+            async with self._session.request(method, url, data=body, timeout=timeout) as response:
+                return response.status, await response.read()
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise TimedOut() from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+
+
+def _sum(first: float | None, second: float | None) -> float | None:
+    return None if first is None or second is None else first + second
+
+
+def _multipart(request_data: RequestData, files: dict[str, Any]) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    for name, value in request_data.json_parameters.items():
+        form.add_field(name, value)
+    for name, (filename, content, mimetype) in files.items():
+        form.add_field(name, content, filename=filename, content_type=mimetype)
+    return form
