@@ -58,6 +58,11 @@ class Rejected(DeliveryError):
     """The platform refused this row for good (bad request)."""
 
 
+class NotSentYet(Exception):
+    """A row refers to an earlier row (e.g. a photo replying to a case card) that has not
+    been sent yet."""
+
+
 Deliver = Callable[[OutboxMessage, dict[str, Any]], Awaitable[str | None]]
 
 
@@ -74,6 +79,7 @@ class Outbox:
         self.db = db
         self.lease = lease
         self.wakeup = asyncio.Event()
+        self._sent_refs: OrderedDict[int, str] = OrderedDict()
 
     @staticmethod
     def encode(payload: dict[str, Any]) -> str:
@@ -88,10 +94,24 @@ class Outbox:
         session.add(row)
         return row
 
+    def remember_sent(self, outbox_id: int, ref: str | None) -> None:
+        """Outcomes are recorded in groups, so a row sent a moment ago may not show as sent
+        in the database yet; the next row of the same chat may already need its id."""
+        if ref is None:
+            return
+        self._sent_refs[outbox_id] = ref
+        while len(self._sent_refs) > 10_000:
+            self._sent_refs.popitem(last=False)
+
     async def result_ref(self, outbox_id: int) -> str | None:
-        """The platform id of what an earlier row sent (e.g. the card a photo replies to)."""
+        """The platform id of what an earlier row sent (e.g. the card a photo replies to);
+        None if it was never sent. Raises NotSentYet while it is still to be sent."""
+        if outbox_id in self._sent_refs:
+            return self._sent_refs[outbox_id]
         async with self.db.session() as session:
             row = await session.get(OutboxMessage, outbox_id)
+            if row is not None and row.status in ("pending", "sending"):
+                raise NotSentYet(outbox_id)
             return row.result_ref if row else None
 
     def notify(self) -> None:
@@ -179,16 +199,21 @@ class RateLimiter:
     pausing everything); this costs about one round trip per second of throughput instead.
 
     Urgent callers (replies) go before bulk ones; a 429 pauses everyone until its
-    retry_after has passed. Waiters queue on a lock per lane, so only one of each lane
-    polls the clock however many sends are waiting.
+    retry_after has passed. Bulk sends are also paced evenly through the second (with
+    `smoothing` seconds of slack): sent in one burst at the start of each second, they
+    would fill the window and leave a reply arriving just after waiting most of a second.
+    Waiters queue on a lock per lane, so only one of each lane polls the clock however
+    many sends are waiting.
     """
 
-    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic, smoothing: float = 0.05) -> None:
         self.rate = max(1, int(rate))
         self.clock = clock
         self.window: deque[list[float]] = deque()
         self.paused_until = 0.0
         self.urgent_waiting = 0
+        self.smoothing = smoothing
+        self.next_bulk = 0.0
         self._lanes = {True: asyncio.Lock(), False: asyncio.Lock()}
 
     def pause(self, seconds: float) -> None:
@@ -214,9 +239,13 @@ class RateLimiter:
             async with self._lanes[urgent]:
                 while not stopping():
                     wait = self._wait_needed()
+                    if not urgent:
+                        wait = max(wait, self.next_bulk - self.smoothing - self.clock())
                     if wait <= 0 and (urgent or not self.urgent_waiting):
                         permit = [math.inf]
                         self.window.append(permit)
+                        if not urgent:
+                            self.next_bulk = max(self.clock(), self.next_bulk) + 1.0 / self.rate
                         return permit
                     await asyncio.sleep(min(max(wait, 0.001), 0.05))
                 return None
@@ -361,6 +390,7 @@ class Sender:
         finally:
             if self.limiter is not None:
                 self.limiter.release(permit)
+        self.outbox.remember_sent(row.id, ref)
         if bulk:
             self.last_bulk[row.chat] = time.monotonic()
             self.last_bulk.move_to_end(row.chat)

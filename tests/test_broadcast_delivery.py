@@ -47,8 +47,8 @@ class FakeClock:
 async def test_the_limiter_never_allows_more_than_the_rate_in_any_one_second_window() -> None:
     clock = FakeClock()
     limiter = RateLimiter(3, clock=clock)
-    permits = [await limiter.acquire() for _ in range(3)]
-    waiting = asyncio.create_task(limiter.acquire())
+    permits = [await limiter.acquire(urgent=True) for _ in range(3)]
+    waiting = asyncio.create_task(limiter.acquire(urgent=True))
     await asyncio.sleep(0)
     assert not waiting.done(), "a fourth send in the same second waits"
     clock.now = 0.2
@@ -71,14 +71,26 @@ async def test_the_limiter_never_allows_more_than_the_rate_in_any_one_second_win
 async def test_a_send_still_waiting_for_its_answer_holds_its_place_in_the_window() -> None:
     clock = FakeClock()
     limiter = RateLimiter(1, clock=clock)
-    unanswered = await limiter.acquire()
-    waiting = asyncio.create_task(limiter.acquire())
+    unanswered = await limiter.acquire(urgent=True)
+    waiting = asyncio.create_task(limiter.acquire(urgent=True))
     clock.now = 5.0
     await asyncio.sleep(0.005)
     assert not waiting.done(), "its request may still reach the server at any moment"
     limiter.release(unanswered)
     clock.now = 6.0
     assert await asyncio.wait_for(waiting, 1) is not None
+
+
+async def test_broadcast_sends_are_spread_through_the_second_so_a_reply_never_waits_behind_a_burst() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, smoothing=0)
+    limiter.release(await limiter.acquire())
+    next_broadcast = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0.002)
+    assert not next_broadcast.done(), "the next broadcast send waits a tenth of a second"
+    assert await asyncio.wait_for(limiter.acquire(urgent=True), 1) is not None, "a reply goes at once"
+    clock.now = 0.1
+    assert await asyncio.wait_for(next_broadcast, 1) is not None
 
 
 async def test_replies_are_sent_before_a_backlog_of_broadcasts(tmp_path: Path) -> None:

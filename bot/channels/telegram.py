@@ -26,7 +26,7 @@ from bot.engine.events import Event, Message
 from bot.engine.flows import FlowSet
 from bot.engine.i18n import SOURCE_LANGUAGE, Translator
 from bot.inbox import ChatLocks, Inbox
-from bot.outbox import Outbox, RateLimiter, Rejected, RecipientGone, RetryLater, Sender
+from bot.outbox import NotSentYet, Outbox, RateLimiter, Rejected, RecipientGone, RetryLater, Sender
 from storage.models import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -296,6 +296,8 @@ class TelegramChannel:
                 await bot.edit_message_reply_markup(chat_id, payload["message_id"], reply_markup=None)
                 return None
             raise Rejected(f"unknown outbox kind {row.kind}")
+        except NotSentYet as exc:
+            raise RetryLater(1.0) from exc
         except RetryAfter as exc:
             after = exc.retry_after.total_seconds() if hasattr(exc.retry_after, "total_seconds") else float(exc.retry_after)
             raise RetryLater(after, pause_all=True) from exc

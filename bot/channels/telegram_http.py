@@ -63,10 +63,14 @@ class AiohttpRequest(BaseRequest):
             self.media_write_timeout if files else self.write_timeout)
         timeout = aiohttp.ClientTimeout(sock_connect=connect, connect=_sum(connect, pool), sock_read=_sum(read, write))
         body: Any = None
-        if request_data is not None:
-            body = _multipart(request_data, files) if files else request_data.json_parameters
+        headers = None
+        if files:
+            body = _multipart(request_data, files)  # type: ignore[arg-type]
+        elif request_data is not None:
+            body = request_data.url_encoded_parameters().encode()
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
         try:
-            async with self._session.request(method, url, data=body, timeout=timeout) as response:
+            async with self._session.request(method, url, data=body, headers=headers, timeout=timeout) as response:
                 return response.status, await response.read()
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise TimedOut() from exc
