@@ -112,7 +112,7 @@ class TelegramChannel:
                                  .get_updates_request(AiohttpRequest(connections=1)).build())
         self.app.add_handler(TypeHandler(Update, self._on_update))
         self.sender = Sender(outbox, CHANNEL, self.deliver, limiter=RateLimiter(rate), concurrency=SEND_CONNECTIONS,
-                             bulk_batch=max(200, int(rate) * 2))
+                             bulk_batch=max(200, int(rate)))
         self._tasks: set[asyncio.Task[None]] = set()
         self._offset: int | None = None
         self._stopping = asyncio.Event()
