@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -152,10 +152,14 @@ class Outbox:
             return
         now = utcnow()
         async with self.db.transaction() as session:
-            done = [{"id": o.row.id, "status": o.status, "sent_at": now, "result_ref": o.ref, "payload": None}
+            done = [{"row_id": o.row.id, "outcome": o.status, "ref": o.ref}
                     for o in outcomes if o.status in ("sent", "failed", "unreachable")]
             if done:
-                await session.exec(update(OutboxMessage), params=done)  # type: ignore[call-overload]
+                # Core executemany: the ORM's bulk update cost a tenth of the CPU at 1000/s.
+                table = OutboxMessage.__table__  # type: ignore[attr-defined]
+                settle = (table.update().where(table.c.id == bindparam("row_id"))
+                          .values(status=bindparam("outcome"), result_ref=bindparam("ref"), sent_at=now, payload=None))
+                await (await session.connection()).execute(settle, done)
             for o in outcomes:
                 if o.status in ("retry", "later"):
                     await session.exec(
@@ -209,7 +213,8 @@ class RateLimiter:
     def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic, smoothing: float = 0.05) -> None:
         self.rate = max(1, int(rate))
         self.clock = clock
-        self.window: deque[list[float]] = deque()
+        self.answered: deque[float] = deque()  # when each send of the last second was answered, oldest first
+        self.in_flight = 0
         self.paused_until = 0.0
         self.urgent_waiting = 0
         self.smoothing = smoothing
@@ -223,14 +228,13 @@ class RateLimiter:
         now = self.clock()
         if self.paused_until > now:
             return self.paused_until - now
-        while self.window and self.window[0][0] <= now - 1.0:
-            self.window.popleft()
-        if len(self.window) < self.rate:
+        while self.answered and self.answered[0] <= now - 1.0:
+            self.answered.popleft()
+        if self.in_flight + len(self.answered) < self.rate:
             return 0.0
-        answered = self.window[0][0]
-        return answered + 1.0 - now if answered != math.inf else 0.002
+        return self.answered[0] + 1.0 - now if self.answered else 0.002
 
-    async def acquire(self, *, urgent: bool = False, stopping: Callable[[], bool] = lambda: False) -> list[float] | None:
+    async def acquire(self, *, urgent: bool = False, stopping: Callable[[], bool] = lambda: False) -> list[bool] | None:
         """A permit to send now (give it back with `release` once answered), or None if
         the sender is stopping."""
         if urgent:
@@ -242,8 +246,8 @@ class RateLimiter:
                     if not urgent:
                         wait = max(wait, self.next_bulk - self.smoothing - self.clock())
                     if wait <= 0 and (urgent or not self.urgent_waiting):
-                        permit = [math.inf]
-                        self.window.append(permit)
+                        permit = [True]
+                        self.in_flight += 1
                         if not urgent:
                             self.next_bulk = max(self.clock() - self.smoothing, self.next_bulk) + 1.0 / self.rate
                         return permit
@@ -253,9 +257,11 @@ class RateLimiter:
             if urgent:
                 self.urgent_waiting -= 1
 
-    def release(self, permit: list[float] | None) -> None:
-        if permit is not None:
-            permit[0] = self.clock()
+    def release(self, permit: list[bool] | None) -> None:
+        if permit is not None and permit[0]:
+            permit[0] = False
+            self.in_flight -= 1
+            self.answered.append(self.clock())
 
 
 class Sender:
