@@ -425,8 +425,9 @@ class Sender:
                 self.limiter.release(permit)
         self.outbox.remember_sent(row.id, ref)
         if bulk:
-            self.last_bulk[row.chat] = time.monotonic()
+            now = time.monotonic()
+            self.last_bulk[row.chat] = now
             self.last_bulk.move_to_end(row.chat)
-            while len(self.last_bulk) > 100_000:
-                self.last_bulk.popitem(last=False)
+            while self.last_bulk and now - next(iter(self.last_bulk.values())) >= self.per_chat_interval:
+                self.last_bulk.popitem(last=False)  # only the last second's chats matter
         return Outcome(row, "sent", ref)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -109,6 +110,30 @@ async def test_replies_are_sent_before_a_backlog_of_broadcasts(tmp_path: Path) -
 
         await Sender(outbox, "telegram", deliver, bulk_batch=10).drain()
         assert order[0] == "reply" and len(order) == 31
+    finally:
+        await db.close()
+
+
+async def test_a_subscriber_gets_at_most_one_broadcast_message_a_second(tmp_path: Path) -> None:
+    db = await connect(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}")
+    outbox = Outbox(db)
+    sent: list[tuple[str, str]] = []
+    try:
+        async with db.transaction() as session:
+            for campaign in ("harvest", "scam jobs"):
+                Outbox.add(session, "telegram", "42", "message", {"text": campaign}, PRIORITY_BROADCAST)
+            Outbox.add(session, "telegram", "43", "message", {"text": "harvest"}, PRIORITY_BROADCAST)
+
+        async def deliver(row: OutboxMessage, payload: dict) -> str:
+            sent.append((row.chat, payload["text"]))
+            return "1"
+
+        await Sender(outbox, "telegram", deliver).drain()
+        assert sorted(sent) == [("42", "harvest"), ("43", "harvest")]
+        async with db.session() as session:
+            waiting = (await session.exec(select(OutboxMessage).where(OutboxMessage.status == "pending"))).one()
+        assert waiting.chat == "42" and "scam jobs" in (waiting.payload or "")
+        assert waiting.not_before - waiting.created_at >= timedelta(seconds=0.5), "deferred by about a second, not dropped"
     finally:
         await db.close()
 
