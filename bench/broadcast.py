@@ -9,6 +9,8 @@ starts; the bot's own scheduler fires the campaign at start.
 
     python -m bench.broadcast                      # 100,000 subscribers: 1000/s whole campaign, 30/s first 2 minutes
     python -m bench.broadcast --subscribers 5000 --phases 1000:all
+    python -m bench.broadcast --database postgresql+asyncpg://postgres@127.0.0.1:5432/test
+                                                   # on PostgreSQL: a fresh database per phase, dropped after
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import aiohttp
 from cryptography.fernet import Fernet
 from sqlalchemy import insert
+from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +81,36 @@ async def prepare(settings: Settings, subscribers: int, *, paid: bool) -> None:
         await core.close()
 
 
+async def fresh_database(server_url: str | None, workdir: Path, name: str) -> str:
+    """An empty database for one phase: a SQLite file, or a new database on the PostgreSQL
+    server of `server_url` (the benchmark never writes into an existing one)."""
+    if server_url is None:
+        return f"sqlite+aiosqlite:///{workdir / name}.db"
+    import asyncpg
+
+    url = make_url(server_url)
+    conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username, password=url.password, database=url.database)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_database(server_url: str | None, name: str) -> None:
+    if server_url is None:
+        return
+    import asyncpg
+
+    url = make_url(server_url)
+    conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username, password=url.password, database=url.database)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    finally:
+        await conn.close()
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -90,11 +123,18 @@ async def stats(http: aiohttp.ClientSession, base: str, times: bool = False) -> 
         return dict(await response.json())
 
 
-async def phase(rate: float, seconds: float | None, subscribers: int, workdir: Path, port: int) -> dict[str, Any]:
-    db = workdir / f"bench-{int(rate)}.db"
+async def phase(rate: float, seconds: float | None, subscribers: int, workdir: Path, port: int, server_url: str | None) -> dict[str, Any]:
+    name = f"saferoute_bench_{int(rate)}"
+    try:
+        return await _phase(rate, seconds, subscribers, workdir, port, await fresh_database(server_url, workdir, name))
+    finally:
+        await drop_database(server_url, name)
+
+
+async def _phase(rate: float, seconds: float | None, subscribers: int, workdir: Path, port: int, database_url: str) -> dict[str, Any]:
     paid = rate > 30
     env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE_URL": f"http://127.0.0.1:{port}/bot",
-           "DATABASE_URL": f"sqlite+aiosqlite:///{db}", "POLL_TIMEOUT": "2", "API_PORT": "0", "LOG_LEVEL": "WARNING",
+           "DATABASE_URL": database_url, "POLL_TIMEOUT": "2", "API_PORT": "0", "LOG_LEVEL": "WARNING",
            "PAID_BROADCAST": "true" if paid else "false", "PAID_SEND_RATE" if paid else "SEND_RATE": str(rate)}
     settings = Settings(database_url=env["DATABASE_URL"], saferoute_keys=os.environ["SAFEROUTE_KEYS"])
     started = time.monotonic()
@@ -162,14 +202,18 @@ async def main() -> None:
     parser.add_argument("--subscribers", type=int, default=100_000)
     parser.add_argument("--phases", default="1000:all,30:120", help="RATE:SECONDS or RATE:all, comma-separated")
     parser.add_argument("--port", type=int, default=18081)
+    parser.add_argument("--database", default=None, metavar="POSTGRESQL_URL",
+                        help="run on this PostgreSQL server (a fresh database per phase) instead of SQLite")
     options = parser.parse_args()
     os.environ.setdefault("SAFEROUTE_KEYS", Fernet.generate_key().decode())
     results = []
+    print(f"store: {'PostgreSQL' if options.database else 'SQLite'}, {options.subscribers} subscribers", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for spec in options.phases.split(","):
             rate_text, span = spec.split(":")
             print(f"phase: {rate_text}/s, {'whole campaign' if span == 'all' else span + ' s'}", flush=True)
-            result = await phase(float(rate_text), None if span == "all" else float(span), options.subscribers, Path(tmp), options.port)
+            result = await phase(float(rate_text), None if span == "all" else float(span), options.subscribers, Path(tmp), options.port,
+                                 options.database)
             print("  " + json.dumps(result), flush=True)
             results.append(result)
     print()
