@@ -339,6 +339,10 @@ async def test_admins_grant_and_revoke_roles_in_chat_invites_work_once_and_every
     await admin.send("/grant 7501 campaign")
     await admin.expect(re.escape(en("staff.granted", id="7501", role=en("staff.role.campaign"))))
     await helper.expect(re.escape(th("staff.you_got_role", role=th("staff.role.campaign"))))
+    fake = running_bot.fake
+    staff_menu = await fake.wait_for(lambda: {c["command"]: c["description"] for c in fake.chat_commands.get(7501, [])})
+    assert staff_menu["broadcast"] == th("command.broadcast"), "the helper's own menu has the staff commands, in Thai"
+    assert not any(c["command"] == "broadcast" for menu in fake.commands.values() for c in menu), "nobody else's has"
     await helper.send("/broadcast")
     await helper.expect(re.escape(th("broadcast.ask_name")[:30]))
     await helper.press(th("broadcast.cancel"))
@@ -347,6 +351,7 @@ async def test_admins_grant_and_revoke_roles_in_chat_invites_work_once_and_every
     await admin.send("/revoke 7501 campaign")
     await admin.expect(re.escape(en("staff.revoked", id="7501", role=en("staff.role.campaign"))))
     await helper.expect(re.escape(th("staff.you_lost_role", role=th("staff.role.campaign"))))
+    await fake.wait_for(lambda: 7501 not in fake.chat_commands)
     await helper.send("/broadcast")
     await helper.expect(re.escape(th("staff.refused")))
 

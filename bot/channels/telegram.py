@@ -15,7 +15,7 @@ import logging
 import warnings
 from typing import Any
 
-from telegram import BotCommand, Update
+from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram import Message as TgMessage
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TimedOut
@@ -157,11 +157,15 @@ class TelegramChannel:
                 log.warning("%d update(s) still being handled after %.0fs; they resume at the next start", len(pending), grace)
         await self.app.shutdown()
 
+    def menu(self, lang: str, *, staff: bool) -> list[BotCommand]:
+        return [BotCommand(c.name, self.texts.get(lang, c.description)) for c in self.flows.commands.values() if staff or not c.staff]
+
     async def register_commands(self) -> None:
+        """Everyone's menu, per language; staff commands are added per staff chat (the
+        "commands" outbox rows)."""
         for lang in self.texts.languages:
-            commands = [BotCommand(c.name, self.texts.get(lang, c.description)) for c in self.flows.commands.values()]
             code = None if lang == SOURCE_LANGUAGE else lang
-            await self.app.bot.set_my_commands(commands, language_code=code)
+            await self.app.bot.set_my_commands(self.menu(lang, staff=False), language_code=code)
 
     # -- fetching ---------------------------------------------------------------------------
 
@@ -304,6 +308,13 @@ class TelegramChannel:
                 method = getattr(bot, f"send_{row.kind}")
                 sent = await method(chat_id, payload["file_id"], reply_to_message_id=reply_to)
                 return str(sent.message_id)
+            if row.kind == "commands":
+                scope = BotCommandScopeChat(chat_id)
+                if payload.get("menu") == "staff":
+                    await bot.set_my_commands(self.menu(payload.get("lang") or SOURCE_LANGUAGE, staff=True), scope=scope)
+                else:
+                    await bot.delete_my_commands(scope=scope)
+                return None
             if row.kind == "ack":
                 await bot.answer_callback_query(payload["callback_id"])
                 return None

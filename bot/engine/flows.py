@@ -85,6 +85,7 @@ class Command:
     description: str
     keywords: str | None = None
     line: int = 0
+    staff: bool = False
 
 
 @dataclass
@@ -309,7 +310,8 @@ def load_flows(directory: Path) -> FlowSet:
                 continue
             if not node.get("description"):
                 problems.append(Problem(commands_path, line, f"command '{name}' needs a description text key"))
-            commands[str(name)] = Command(str(name), node["flow"], node.get("description", ""), node.get("keywords"), line)
+            commands[str(name)] = Command(str(name), node["flow"], node.get("description", ""), node.get("keywords"), line,
+                                          staff=bool(node.get("staff")))
         for payload, flow_id in (data.get("deep_links") or {}).items():
             line = line_of(data.get("deep_links"), payload)
             if not re.match(r"^[A-Za-z0-9_-]{1,64}$", str(payload)):

@@ -123,6 +123,7 @@ class FakeBotApi:
         self.updates: list[dict[str, Any]] = []
         self.delivered: list[dict[str, Any]] = []
         self.commands: dict[str | None, list[dict[str, str]]] = {}
+        self.chat_commands: dict[int, list[dict[str, str]]] = {}  # menus set for one chat (BotCommandScopeChat)
         self.callback_answers: list[str] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.errors: list[tuple[str, str]] = []
@@ -488,7 +489,20 @@ class FakeBotApi:
         for command in commands:
             if not 1 <= len(command.get("command", "")) <= 32 or not 1 <= len(command.get("description", "")) <= 256:
                 raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
-        self.commands[params.get("language_code") or None] = commands
+        scope = params.get("scope") or {"type": "default"}
+        if scope.get("type") == "chat":
+            self.chat_commands[int(scope["chat_id"])] = commands
+        else:
+            self.commands[params.get("language_code") or None] = commands
+        await self._notify()
+        return True
+
+    async def api_deleteMyCommands(self, params: dict[str, Any]) -> bool:
+        scope = params.get("scope") or {"type": "default"}
+        if scope.get("type") == "chat":
+            self.chat_commands.pop(int(scope["chat_id"]), None)
+        else:
+            self.commands.pop(params.get("language_code") or None, None)
         await self._notify()
         return True
 

@@ -40,6 +40,12 @@ class BroadcastsFeature:
             self.core.outbox.notify()
         return len(started)
 
+    async def refresh_staff_menus(self) -> int:
+        async with self.core.db.transaction() as session:
+            count = await self.staff.update_all_menus(session)
+        self.core.outbox.notify()
+        return count
+
 
 def feature(core: Core) -> BroadcastsFeature:
     return core.part("broadcasts", lambda: BroadcastsFeature(core))
@@ -50,7 +56,7 @@ def actions(core: Core) -> dict[str, Action]:
 
 
 def jobs(core: Core) -> list[tuple[str, float, Callable[[], Awaitable[object]]]]:
-    return [("send due campaigns", 30.0, feature(core).send_due)]
+    return [("send due campaigns", 30.0, feature(core).send_due), ("refresh staff command menus", 24 * 3600.0, feature(core).refresh_staff_menus)]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

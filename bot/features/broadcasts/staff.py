@@ -6,9 +6,10 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.outbox import Outbox
 from storage.broadcasts import ApiToken, AuditEntry, StaffInvite, StaffRole
 from storage.models import User, utcnow
 
@@ -44,6 +45,23 @@ class Staff:
     def audit(session: AsyncSession, actor: User | None, action: str, target: str = "") -> None:
         session.add(AuditEntry(actor_id=actor.id if actor else None, action=action, target=target[:128]))
 
+    async def update_menu(self, session: AsyncSession, user: User) -> None:
+        """Staff see their commands in the chat's command menu; everyone else does not."""
+        await session.flush()
+        menu = "staff" if await self.can_broadcast(session, user) else "everyone"
+        Outbox.add(session, user.channel, user.address, "commands", {"menu": menu, "lang": user.lang})
+
+    async def update_all_menus(self, session: AsyncSession) -> int:
+        """At start: the menus of everyone with a role, and of the admins named in settings."""
+        ids = set((await session.exec(select(StaffRole.user_id))).all())
+        users = list((await session.exec(select(User).where(col(User.id).in_(ids))))) if ids else []
+        if self.admin_ids:
+            users += [u for u in await session.exec(select(User).where(User.channel == "telegram", col(User.address).in_(self.admin_ids)))
+                      if u.id not in ids]
+        for user in users:
+            await self.update_menu(session, user)
+        return len(users)
+
     async def grant(self, session: AsyncSession, admin: User, target: User, role: str) -> None:
         if role not in ROLES:
             raise StaffError(f"unknown role '{role}' (roles: {', '.join(ROLES)})")
@@ -53,6 +71,7 @@ class Staff:
         if existing is None:
             session.add(StaffRole(user_id=target.id, role=role, granted_by=admin.id))  # type: ignore[arg-type]
         self.audit(session, admin, "grant", f"user:{target.id} role:{role}")
+        await self.update_menu(session, target)
 
     async def revoke(self, session: AsyncSession, admin: User, target: User, role: str) -> bool:
         if not await self.is_admin(session, admin):
@@ -61,6 +80,7 @@ class Staff:
         if row is not None:
             await session.delete(row)
         self.audit(session, admin, "revoke", f"user:{target.id} role:{role}")
+        await self.update_menu(session, target)
         return row is not None
 
     async def invite(self, session: AsyncSession, admin: User, role: str, now: datetime | None = None) -> str:
@@ -85,6 +105,7 @@ class Staff:
         if (await session.exec(select(StaffRole).where(StaffRole.user_id == user.id, StaffRole.role == invite.role))).first() is None:
             session.add(StaffRole(user_id=user.id, role=invite.role, granted_by=invite.created_by))  # type: ignore[arg-type]
         self.audit(session, user, "accept_invite", f"role:{invite.role}")
+        await self.update_menu(session, user)
         return invite.role
 
     async def new_api_token(self, session: AsyncSession, user: User, label: str = "") -> str:
