@@ -81,34 +81,30 @@ async def prepare(settings: Settings, subscribers: int, *, paid: bool) -> None:
         await core.close()
 
 
+async def _on_server(server_url: str, *statements: str) -> None:
+    import asyncpg
+
+    url = make_url(server_url)
+    conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username, password=url.password, database=url.database)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
 async def fresh_database(server_url: str | None, workdir: Path, name: str) -> str:
     """An empty database for one phase: a SQLite file, or a new database on the PostgreSQL
     server of `server_url` (the benchmark never writes into an existing one)."""
     if server_url is None:
         return f"sqlite+aiosqlite:///{workdir / name}.db"
-    import asyncpg
-
-    url = make_url(server_url)
-    conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username, password=url.password, database=url.database)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return url.set(database=name).render_as_string(hide_password=False)
+    await _on_server(server_url, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 async def drop_database(server_url: str | None, name: str) -> None:
-    if server_url is None:
-        return
-    import asyncpg
-
-    url = make_url(server_url)
-    conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username, password=url.password, database=url.database)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    finally:
-        await conn.close()
+    if server_url is not None:
+        await _on_server(server_url, f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def peak_rss_mb(pid: int) -> float:
