@@ -44,10 +44,14 @@ class DeliveryError(Exception):
 
 
 class RetryLater(DeliveryError):
-    def __init__(self, after: float, *, pause_all: bool = False) -> None:
+    """Try the row again after `after` seconds. `waiting=True`: the row waits for something
+    else (an earlier row it refers to), which is not a failed attempt."""
+
+    def __init__(self, after: float, *, pause_all: bool = False, waiting: bool = False) -> None:
         super().__init__(f"retry after {after}s")
         self.after = after
         self.pause_all = pause_all
+        self.waiting = waiting
 
 
 class RecipientGone(DeliveryError):
@@ -403,6 +407,8 @@ class Sender:
         try:
             ref = await self.deliver(row, json.loads(row.payload or "{}"))
         except RetryLater as exc:
+            if exc.waiting:
+                return Outcome(row, "later", after=exc.after)
             if exc.pause_all and self.limiter is not None:
                 self.limiter.pause(exc.after)
             too_many = self.max_attempts is not None and row.attempts >= self.max_attempts

@@ -130,3 +130,25 @@ async def test_a_stop_lets_a_periodic_pass_that_is_running_finish_instead_of_cut
     release.set()
     await asyncio.wait_for(stopping, 5)
     assert finished == ["escalate"]
+
+
+async def test_a_photo_for_a_case_card_waits_for_the_card_and_finds_its_id_before_the_outcome_is_recorded(tmp_path: Path) -> None:
+    import pytest
+
+    from bot.outbox import PRIORITY_PARTNER, NotSentYet, Outbox
+    from storage import connect
+
+    db = await connect(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}")
+    outbox = Outbox(db)
+    try:
+        async with db.transaction() as session:
+            card = Outbox.add(session, "telegram", "-1001000000101", "message", {"text": "Case AB12CD"}, PRIORITY_PARTNER)
+            await session.flush()
+            card_id = card.id
+        assert card_id is not None
+        with pytest.raises(NotSentYet):
+            await outbox.result_ref(card_id)  # the photo is put back to wait, not sent without its thread
+        outbox.remember_sent(card_id, "77")  # the card went out; its outcome is not committed yet
+        assert await outbox.result_ref(card_id) == "77"
+    finally:
+        await db.close()

@@ -323,7 +323,7 @@ class TelegramChannel:
                 return None
             raise Rejected(f"unknown outbox kind {row.kind}")
         except NotSentYet as exc:
-            raise RetryLater(1.0) from exc
+            raise RetryLater(1.0, waiting=True) from exc
         except RetryAfter as exc:
             after = exc.retry_after.total_seconds() if hasattr(exc.retry_after, "total_seconds") else float(exc.retry_after)
             raise RetryLater(after, pause_all=True) from exc
