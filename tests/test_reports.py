@@ -55,6 +55,24 @@ async def report_until_consent(user: TelegramUser, t, *, category: str, danger: 
     await user.press(t(f"report.contact.{contact}"))
 
 
+async def test_a_message_for_a_case_thread_still_reaches_the_group_after_the_card_was_deleted(running_bot: RunningBot) -> None:
+    from bot.outbox import PRIORITY_PARTNER, Outbox
+
+    fake, core = running_bot.fake, running_bot.core
+    partner_groups(fake)
+    async with core.db.transaction() as session:
+        card = Outbox.add(session, "telegram", str(BANGKOK), "message", {"text": "Case AB12CD"}, PRIORITY_PARTNER)
+    core.outbox.notify()
+    sent_card = await in_group(fake, BANGKOK, "AB12CD")
+    sent_card.deleted = True  # someone tidied the group
+    async with core.db.transaction() as session:
+        Outbox.add(session, "telegram", str(BANGKOK), "message", {"text": "Reporter answered: yes, today", "reply_to_outbox": card.id},
+                   PRIORITY_PARTNER)
+    core.outbox.notify()
+    answer = await in_group(fake, BANGKOK, "Reporter answered")
+    assert answer.reply_to is None, "sent without the thread rather than lost"
+
+
 async def test_a_vietnamese_speaker_reports_an_urgent_case_in_thailand_and_a_bangkok_caseworker_handles_it(running_bot: RunningBot) -> None:
     fake, texts = running_bot.fake, running_bot.core.texts
     vi = lambda key, **p: texts.get("vi", key, **p)  # noqa: E731

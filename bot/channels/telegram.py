@@ -287,8 +287,8 @@ class TelegramChannel:
             request["reply_markup"] = {"force_reply": True, "selective": True}
         elif message.buttons:
             request["reply_markup"] = keyboard_json(message)
-        if reply_to is not None:
-            request["reply_parameters"] = {"message_id": reply_to}
+        if reply_to is not None:  # a thread whose first message was deleted still gets the message
+            request["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
         if paid:
             request["allow_paid_broadcast"] = True
         sent = await self.app.bot.do_api_request("send_message", api_kwargs=request)
@@ -306,7 +306,7 @@ class TelegramChannel:
                 return None
             if row.kind in ("photo", "voice", "audio", "video", "document", "video_note"):
                 method = getattr(bot, f"send_{row.kind}")
-                sent = await method(chat_id, payload["file_id"], reply_to_message_id=reply_to)
+                sent = await method(chat_id, payload["file_id"], reply_to_message_id=reply_to, allow_sending_without_reply=True)
                 return str(sent.message_id)
             if row.kind == "commands":
                 scope = BotCommandScopeChat(chat_id)

@@ -405,11 +405,15 @@ class FakeBotApi:
 
     def _reply_target(self, chat_id: int, params: dict[str, Any]) -> int | None:
         target = params.get("reply_to_message_id")
+        anyway = str(params.get("allow_sending_without_reply", "")).lower() == "true"
         if target is None and isinstance(params.get("reply_parameters"), dict):
             target = params["reply_parameters"].get("message_id")
+            anyway = anyway or bool(params["reply_parameters"].get("allow_sending_without_reply"))
         if target is None:
             return None
-        if not any(m.message_id == int(target) for m in self.messages.get(chat_id, [])):
+        if not any(m.message_id == int(target) and not m.deleted for m in self.messages.get(chat_id, [])):
+            if anyway:
+                return None
             raise ApiError(400, "Bad Request: message to be replied not found")
         return int(target)
 
