@@ -1,0 +1,29 @@
+"""The broadcast benchmark still runs end to end (its figures are for the README, not asserted here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+
+from bot.settings import PROJECT_ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_the_broadcast_benchmark_sends_a_small_campaign_and_prints_its_figures() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.broadcast", "--subscribers", "300", "--phases", "50:all", "--port", str(_free_port()),
+        cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    text = output.decode()
+    assert process.returncode == 0, text
+    result = json.loads(next(line for line in text.splitlines() if line.strip().startswith("{")))
+    assert result["messages"] >= 300, "every subscriber got the campaign"
+    assert result["replies"] > 0 and result["peak_rss_mb"] > 0
+    assert "bot peak RSS MB" in text
