@@ -6,8 +6,13 @@ import asyncio
 import copy
 from pathlib import Path
 
+import pytest
+
 from bot.app import build_core
+from bot.outbox import PRIORITY_PARTNER, NotSentYet, Outbox
+from bot.scheduler import Clock
 from bot.settings import PROJECT_ROOT, Settings
+from storage import connect
 from tests.conftest import RunningBot
 from tests.fakes.bot_api import FakeBotApi
 from tests.processes import BotProcess
@@ -112,8 +117,6 @@ async def test_a_process_killed_before_answering_answers_once_after_restart(fake
 
 
 async def test_a_stop_lets_a_periodic_pass_that_is_running_finish_instead_of_cutting_it_off() -> None:
-    from bot.scheduler import Clock
-
     started, release = asyncio.Event(), asyncio.Event()
     finished: list[str] = []
 
@@ -133,11 +136,6 @@ async def test_a_stop_lets_a_periodic_pass_that_is_running_finish_instead_of_cut
 
 
 async def test_a_photo_for_a_case_card_waits_for_the_card_and_finds_its_id_before_the_outcome_is_recorded(tmp_path: Path) -> None:
-    import pytest
-
-    from bot.outbox import PRIORITY_PARTNER, NotSentYet, Outbox
-    from storage import connect
-
     db = await connect(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}")
     outbox = Outbox(db)
     try:
