@@ -505,3 +505,10 @@ async def test_the_offer_comes_once_after_the_first_guidance_journey(running_bot
         row = await session.get(Subscription, db_user.id)
         assert row is not None and row.active is False
 
+
+
+async def test_at_start_an_admin_named_in_settings_gets_the_staff_menu_before_writing_to_the_bot(running_bot: RunningBot) -> None:
+    fake, core = running_bot.fake, running_bot.core
+    assert await feature(core).refresh_staff_menus() == 1
+    menu = await fake.wait_for(lambda: {c["command"] for c in fake.chat_commands.get(ADMIN, [])})
+    assert {"broadcast", "campaigns", "grant", "revoke", "invite", "help"} <= menu

@@ -55,12 +55,16 @@ class Staff:
         """At start: the menus of everyone with a role, and of the admins named in settings."""
         ids = set((await session.exec(select(StaffRole.user_id))).all())
         users = list((await session.exec(select(User).where(col(User.id).in_(ids))))) if ids else []
-        if self.admin_ids:
-            users += [u for u in await session.exec(select(User).where(User.channel == "telegram", col(User.address).in_(self.admin_ids)))
-                      if u.id not in ids]
+        admins = list(await session.exec(select(User).where(User.channel == "telegram", col(User.address).in_(self.admin_ids)))) \
+            if self.admin_ids else []
+        users += [u for u in admins if u.id not in ids]
         for user in users:
             await self.update_menu(session, user)
-        return len(users)
+        # An admin named in settings who has not written to the bot yet: Telegram's private
+        # chat id is the user id, so the menu can be set already (in English until they pick a language).
+        for address in self.admin_ids - {u.address for u in admins}:
+            Outbox.add(session, "telegram", address, "commands", {"menu": "staff", "lang": "en"})
+        return len(users) + len(self.admin_ids - {u.address for u in admins})
 
     async def grant(self, session: AsyncSession, admin: User, target: User, role: str) -> None:
         if role not in ROLES:
