@@ -512,3 +512,14 @@ async def test_at_start_an_admin_named_in_settings_gets_the_staff_menu_before_wr
     assert await feature(core).refresh_staff_menus() == 1
     menu = await fake.wait_for(lambda: {c["command"] for c in fake.chat_commands.get(ADMIN, [])})
     assert {"broadcast", "campaigns", "grant", "revoke", "invite", "help"} <= menu
+
+
+async def test_an_admin_who_switches_to_khmer_gets_the_staff_menu_in_khmer(running_bot: RunningBot) -> None:
+    fake, core = running_bot.fake, running_bot.core
+    admin = running_bot.user(ADMIN, "en")
+    await admin.start_in(core.texts, "en")
+    await fake.wait_for(lambda: fake.chat_commands.get(ADMIN))  # the first pick of a language already set it
+    await admin.send("/language")
+    await admin.press("ភាសាខ្មែរ")
+    khmer = core.texts.get("km", "command.broadcast")
+    await fake.wait_for(lambda: any(c["description"] == khmer for c in fake.chat_commands.get(ADMIN, [])))

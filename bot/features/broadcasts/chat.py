@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 ACTION_NAMES: frozenset[str] = frozenset({
     "broadcasts.offer", "broadcasts.load_topics", "broadcasts.toggle_topic", "broadcasts.subscribe", "broadcasts.unsubscribe",
-    "broadcasts.grant", "broadcasts.revoke", "broadcasts.invite", "broadcasts.accept_invite",
+    "broadcasts.grant", "broadcasts.revoke", "broadcasts.invite", "broadcasts.accept_invite", "broadcasts.follow_language",
     "broadcasts.compose_start", "broadcasts.check_name", "broadcasts.check_text", "broadcasts.check_url", "broadcasts.audience",
     "broadcasts.check_schedule", "broadcasts.preview", "broadcasts.create", "broadcasts.discard",
     "broadcasts.list_campaigns", "broadcasts.pick_campaign", "broadcasts.campaign_action",
@@ -189,6 +189,12 @@ class ChatActions:
         turn.say("staff.granted", id=target.address, role=self._role(turn, role))
         if target.id != turn.user.id:
             self._notify(turn, target, "staff.you_got_role", role)
+        return None
+
+    async def follow_language(self, turn: Turn) -> str | None:
+        """Staff: their command menu follows the language they just chose."""
+        if await self.staff.can_broadcast(turn.session, turn.user):
+            await self.staff.update_menu(turn.session, turn.user)
         return None
 
     async def revoke(self, turn: Turn) -> str | None:
