@@ -278,7 +278,7 @@ class TelegramChannel:
     async def _send_text(self, chat_id: int, message: Message, reply_to: int | None, *, paid: bool) -> str:
         """sendMessage through python-telegram-bot's `do_api_request`, which hands back
         Telegram's answer as it came. Only the new message's id is needed, and building a
-        `telegram.Message` (and the keyboard objects) for every send was a fifth of the
+        `telegram.Message` (and the keyboard objects) for every send was a sixth of the
         bot's CPU in a broadcast at 1000 a second. Errors are still raised by
         python-telegram-bot (RetryAfter, Forbidden, BadRequest)."""
         request: dict[str, Any] = {"chat_id": chat_id, "text": message.text, "parse_mode": ParseMode.HTML,

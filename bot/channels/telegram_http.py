@@ -19,14 +19,16 @@ from telegram.request import BaseRequest, RequestData
 
 
 class AiohttpRequest(BaseRequest):
-    def __init__(self, *, connections: int = 64, read_timeout: float = 5.0, write_timeout: float = 5.0,
-                 connect_timeout: float = 5.0, pool_timeout: float = 1.0, media_write_timeout: float = 20.0) -> None:
+    """aiohttp has no timeout for writing a request; the bodies sent here are small forms
+    (media go by Telegram file id), so the connect, pool and read timeouts are the ones
+    that matter."""
+
+    def __init__(self, *, connections: int = 64, read_timeout: float = 5.0, connect_timeout: float = 5.0,
+                 pool_timeout: float = 1.0) -> None:
         self.connections = connections
         self._read_timeout = read_timeout
-        self.write_timeout = write_timeout
         self.connect_timeout = connect_timeout
         self.pool_timeout = pool_timeout
-        self.media_write_timeout = media_write_timeout
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -59,9 +61,8 @@ class AiohttpRequest(BaseRequest):
         connect = self.connect_timeout if connect_timeout is BaseRequest.DEFAULT_NONE else connect_timeout
         pool = self.pool_timeout if pool_timeout is BaseRequest.DEFAULT_NONE else pool_timeout
         files = request_data.multipart_data if request_data is not None and request_data.contains_files else None
-        write = write_timeout if write_timeout is not BaseRequest.DEFAULT_NONE else (
-            self.media_write_timeout if files else self.write_timeout)
-        timeout = aiohttp.ClientTimeout(sock_connect=connect, connect=_sum(connect, pool), sock_read=_sum(read, write))
+        timeout = aiohttp.ClientTimeout(sock_connect=connect, connect=None if connect is None or pool is None else connect + pool,
+                                        sock_read=read)
         body: Any = None
         headers = None
         if files:
@@ -75,11 +76,8 @@ class AiohttpRequest(BaseRequest):
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise TimedOut() from exc
         except aiohttp.ClientError as exc:
-            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
-
-
-def _sum(first: float | None, second: float | None) -> float | None:
-    return None if first is None or second is None else first + second
+            # The URL holds the bot token, and this message may be logged.
+            raise NetworkError(f"aiohttp.{type(exc).__name__}: {str(exc).replace(url, '<Bot API URL>')}") from exc
 
 
 def _multipart(request_data: RequestData, files: dict[str, Any]) -> aiohttp.FormData:

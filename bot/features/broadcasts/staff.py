@@ -6,9 +6,10 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlmodel import col, select
+from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.engine.i18n import SOURCE_LANGUAGE
 from bot.outbox import Outbox
 from storage.broadcasts import ApiToken, AuditEntry, StaffInvite, StaffRole
 from storage.models import User, utcnow
@@ -53,18 +54,17 @@ class Staff:
 
     async def update_all_menus(self, session: AsyncSession) -> int:
         """At start: the menus of everyone with a role, and of the admins named in settings."""
-        ids = set((await session.exec(select(StaffRole.user_id))).all())
-        users = list((await session.exec(select(User).where(col(User.id).in_(ids))))) if ids else []
-        admins = list(await session.exec(select(User).where(User.channel == "telegram", col(User.address).in_(self.admin_ids)))) \
-            if self.admin_ids else []
-        users += [u for u in admins if u.id not in ids]
-        for user in users:
+        with_role = select(StaffRole.user_id)
+        known = list(await session.exec(select(User).where(or_(
+            col(User.id).in_(with_role), (col(User.channel) == "telegram") & col(User.address).in_(self.admin_ids)))))
+        for user in known:
             await self.update_menu(session, user)
         # An admin named in settings who has not written to the bot yet: Telegram's private
-        # chat id is the user id, so the menu can be set already (in English until they pick a language).
-        for address in self.admin_ids - {u.address for u in admins}:
-            Outbox.add(session, "telegram", address, "commands", {"menu": "staff", "lang": "en"})
-        return len(users) + len(self.admin_ids - {u.address for u in admins})
+        # chat id is the user id, so the menu can be set already, until they pick a language.
+        unknown = self.admin_ids - {u.address for u in known if u.channel == "telegram"}
+        for address in unknown:
+            Outbox.add(session, "telegram", address, "commands", {"menu": "staff", "lang": SOURCE_LANGUAGE})
+        return len(known) + len(unknown)
 
     async def grant(self, session: AsyncSession, admin: User, target: User, role: str) -> None:
         if role not in ROLES:
