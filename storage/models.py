@@ -6,17 +6,16 @@ a channel is kept as text; the channel adapter turns it back into the platform's
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from storage.clock import utcnow  # re-exported: every module reads the time through it
 from storage.crypto import EncryptedJSON, EncryptedText
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class User(SQLModel, table=True):

@@ -17,7 +17,7 @@ from bot.app import Core, build_core
 from bot.channels.telegram import TelegramChannel
 from bot.settings import PROJECT_ROOT, Settings
 from tests.fakes.bot_api import FakeBotApi
-from storage import crypto
+from storage import clock, crypto
 from tests.story import TelegramUser
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
@@ -47,6 +47,17 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         pytest.skip("TEST_DATABASE_URL is not set")
     await reset_postgres(PG_URL)
     return PG_URL
+
+
+@pytest.fixture
+def daytime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It is 03:00 UTC (10:00 in Bangkok and Ho Chi Minh City, outside quiet hours) in this
+    test and in the bot processes it starts, whatever the hour the suite runs at."""
+    monkeypatch.setenv(clock.ENV, "03:00")
+    clock.reset()
+    yield
+    monkeypatch.delenv(clock.ENV)
+    clock.reset()
 
 
 @pytest.fixture

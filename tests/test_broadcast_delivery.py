@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlmodel import col, func, select
 
 from bot.app import build_core
@@ -22,19 +23,15 @@ from tests.fakes.bot_api import FakeBotApi
 from tests.processes import BotProcess
 
 
+pytestmark = pytest.mark.usefixtures("daytime")  # quiet hours would hold the broadcasts back
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
     """Wait for a condition in another process's database; the timeout only fails a test."""
     deadline = time.monotonic() + timeout
     while not await check():
         assert time.monotonic() < deadline, "condition not reached"
         await asyncio.sleep(0.05)
-
-
-def daytime_zone() -> str:
-    """A zone where it is daytime now, so that quiet hours do not defer the test's messages."""
-    hour = time.gmtime().tm_hour
-    offset = next(o for o in range(-12, 15) if 9 <= (hour + o) % 24 < 19)
-    return f"Etc/GMT{'-' if offset >= 0 else '+'}{abs(offset)}"
 
 
 class FakeClock:
@@ -151,7 +148,7 @@ async def test_a_process_killed_in_the_middle_of_a_campaign_finishes_it_after_re
             user = User(channel="telegram", address=str(uid), lang="km" if n % 2 else "th")
             session.add(user)
             await session.flush()
-            await subscribe(session, user, tz=daytime_zone())
+            await subscribe(session, user, tz="Asia/Bangkok")
         await session.flush()
         await feature(core).campaigns.create(session, creator, name="harvest", texts={"km": "ប្រយ័ត្នមេខ្យល់", "th": "ระวังนายหน้าเถื่อน"})
     await core.close()

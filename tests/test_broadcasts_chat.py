@@ -134,6 +134,7 @@ def last_weekly_slot(weekday: int, hour: int, tz: str) -> datetime:
     return slot.astimezone(timezone.utc)
 
 
+@pytest.mark.usefixtures("daytime")
 async def test_campaign_staff_schedule_a_weekly_khmer_and_thai_broadcast_that_only_opted_in_khmer_and_thai_subscribers_get(
         running_bot: RunningBot, settled: Settled) -> None:
     core, fake = running_bot.core, running_bot.fake
@@ -383,6 +384,7 @@ async def test_admins_grant_and_revoke_roles_in_chat_invites_work_once_and_every
     assert token not in str(audit)
 
 
+@pytest.mark.usefixtures("daytime")
 async def test_campaigns_lists_pauses_resumes_and_cancels_and_a_stop_cancels_what_was_queued(
         running_bot: RunningBot, settled: Settled) -> None:
     core, fake = running_bot.core, running_bot.fake
