@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from bot import features
 from bot.app import configure_logging, rotate_keys, run_telegram, run_terminal
 from bot.check import check_project, format_report
-from bot.settings import load_settings
+from bot.settings import PROJECT_ROOT, load_settings
+from bot.understand_cli import EVAL_SET, run_understand
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +29,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("rotate-keys", help="re-encrypt stored data with the first key of SAFEROUTE_KEYS",
                    description="Key rotation: put a new key first in SAFEROUTE_KEYS (keep the old one after it), run this, "
                                "then remove the old key.")
+    understand = sub.add_parser("understand", help="show what the bot makes of typed texts (intent, slots, score), or evaluate it",
+                                description="Prints one JSON object per text: {text, intent, slots, score}. With --eval, runs the "
+                                            "evaluation set and prints accuracy per language and recall of danger.")
+    understand.add_argument("--lang", default="en", help="the language the texts are in (default: en)")
+    understand.add_argument("--eval", metavar="PATH", nargs="?", const=str(EVAL_SET), type=Path,
+                            help=f"an evaluation file or folder (default: {EVAL_SET.relative_to(PROJECT_ROOT)})")
+    understand.add_argument("--misses", action="store_true", help="with --eval, list every phrase read wrongly")
+    understand.add_argument("texts", nargs="*", metavar="TEXT")
     for feature in features.modules():
         if hasattr(feature, "add_commands"):
             feature.add_commands(sub)
@@ -43,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         for column, n in counts.items():
             print(f"{column}: {n} value(s) re-encrypted")
         return 0
+    if args.command == "understand":
+        return run_understand(args, settings)
     if args.command == "check":
         report = check_project(settings.flows_dir, settings.locales_dir)
         print(format_report(report))
