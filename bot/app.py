@@ -17,6 +17,7 @@ from bot.engine.content import Content, load_content
 from bot.engine.flows import FlowSet, load_flows
 from bot.engine.i18n import Translator
 from bot.engine.runner import Engine
+from bot.engine.understand import Understander
 from bot.inbox import Inbox
 from bot.outbox import Outbox
 from bot.scheduler import Clock
@@ -53,7 +54,8 @@ def load_engine(settings: Settings) -> tuple[FlowSet, Content, Translator, Engin
     flows = load_flows(settings.flows_dir)
     content = load_content(settings.flows_dir)
     texts = Translator.from_dir(settings.locales_dir)
-    return flows, content, texts, Engine(flows, content, texts, settings.default_language)
+    understander = Understander.from_dir(settings.flows_dir / "understanding")
+    return flows, content, texts, Engine(flows, content, texts, settings.default_language, understander)
 
 
 async def build_core(settings: Settings) -> Core:

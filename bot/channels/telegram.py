@@ -84,7 +84,10 @@ def event_from_update(update: Update) -> tuple[Event, list[Receipt]] | None:
 def keyboard_json(message: Message) -> dict[str, Any]:
     buttons = [{"text": b.label, "url": b.url} if b.url else {"text": b.label, "callback_data": b.data} for b in message.buttons]
     width = max(1, message.columns)
-    return {"inline_keyboard": [buttons[i : i + width] for i in range(0, len(buttons), width)]}
+    rows = [buttons[i : i + width] for i in range(0, len(buttons), width)]
+    nav = [{"text": b.label, "callback_data": b.data} for b in message.nav]
+    rows += [nav[i : i + 3] for i in range(0, len(nav), 3)]
+    return {"inline_keyboard": rows}
 
 
 class TelegramChannel:
@@ -285,7 +288,7 @@ class TelegramChannel:
                                    "link_preview_options": {"is_disabled": True}}
         if message.force_reply:
             request["reply_markup"] = {"force_reply": True, "selective": True}
-        elif message.buttons:
+        elif message.all_buttons:
             request["reply_markup"] = keyboard_json(message)
         if reply_to is not None:  # a thread whose first message was deleted still gets the message
             request["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}

@@ -43,9 +43,9 @@ class TerminalChat:
             return None
         message = Message.from_payload(payload)
         print(f"\nSafeRoute: {plain(message.text)}", file=self.out)
-        if message.buttons:
-            self.buttons = message.buttons
-            for number, button in enumerate(message.buttons, start=1):
+        if message.all_buttons:
+            self.buttons = message.all_buttons
+            for number, button in enumerate(self.buttons, start=1):
                 print(f"  [{number}] {button.label}", file=self.out)
         self.out.flush()
         return None

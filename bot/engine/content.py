@@ -27,6 +27,8 @@ class Source:
     publisher: str
     where: str
     date: str = ""
+    name: str = ""   # the publisher in plain words, as a person is shown it
+    url: str = ""
 
     @property
     def label(self) -> str:
@@ -68,11 +70,16 @@ class Hotline:
     what: str | None = None
     emergency: bool = False
     note: str = ""
+    kind: str = ""
     line: int = 0
 
     @property
     def shown(self) -> bool:
         return self.status == "solid"
+
+
+HOTLINE_KINDS = {"police", "ambulance", "fire", "emergency", "tourist_police", "labour", "trafficking", "complaints",
+                 "immigration", "child", "youth", "women"}
 
 
 @dataclass
@@ -87,6 +94,16 @@ class Content:
 
     def hotlines_for(self, country: str) -> list[Hotline]:
         return [h for h in self.hotlines.get(country, []) if h.shown]
+
+    def has_route_facts(self, topic: str) -> bool:
+        """Whether some route has facts of its own on this topic (so that a route without
+        them is told it is reading what applies to everyone)."""
+        return any(f.shown and f.topic == topic and (f.origin or f.destination) for f in self.facts)
+
+    def checked_dates(self, source_ids: list[str]) -> list[dt.date | None]:
+        wanted = set(source_ids)
+        entries = [*self.facts, *(h for hs in self.hotlines.values() for h in hs)]
+        return [e.verified_on for e in entries if e.shown and wanted & set(e.sources)]
 
     def text_keys(self) -> list[tuple[str, Path, int]]:
         keys = [(f.text_key, self.paths["facts"], f.line) for f in self.facts if f.shown]
@@ -135,7 +152,10 @@ def load_content(directory: Path) -> Content:
         if not isinstance(node, dict) or not (node.get("publisher") or node.get("where")):
             problems.append(Problem(paths["sources"], line_of(data.get("sources"), sid), f"source '{sid}' needs a publisher or where"))
             continue
-        sources[str(sid)] = Source(str(sid), str(node.get("publisher") or ""), str(node.get("where") or ""), str(node.get("date") or ""))
+        sources[str(sid)] = Source(str(sid), str(node.get("publisher") or ""), str(node.get("where") or ""), str(node.get("date") or ""),
+                                   str(node.get("name") or ""), str(node.get("url") or ""))
+        if node.get("url") and not str(node["url"]).startswith("https://"):
+            problems.append(Problem(paths["sources"], line_of(node), f"source '{sid}': url must start with https://"))
 
     facts: list[Fact] = []
     seen: set[str] = set()
@@ -169,8 +189,13 @@ def load_content(directory: Path) -> Content:
                 problems.append(Problem(paths["hotlines"], line_of(node), f"{what}: number has no digits"))
             if status == "solid" and not node.get("what"):
                 problems.append(Problem(paths["hotlines"], line_of(node), f"{what}: a shown number needs a 'what' text key"))
+            if node.get("kind") and node["kind"] not in HOTLINE_KINDS:
+                problems.append(Problem(paths["hotlines"], line_of(node), f"{what}: kind must be one of {sorted(HOTLINE_KINDS)}"))
+            if status == "solid" and not node.get("kind"):
+                problems.append(Problem(paths["hotlines"], line_of(node), f"{what}: a shown number needs a 'kind' (what it is for, labelled on screen)"))
             hotlines.setdefault(str(country), []).append(
-                Hotline(str(country), number, status, ids, verified, node.get("what"), bool(node.get("emergency")), str(node.get("note") or ""), line_of(node))
+                Hotline(str(country), number, status, ids, verified, node.get("what"), bool(node.get("emergency")), str(node.get("note") or ""),
+                        str(node.get("kind") or ""), line_of(node))
             )
     if problems:
         raise ContentError(problems)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MAX_MESSAGE_CHARS = 4096
+MAX_VISIBLE_CHARS = 1000  # what a phone shows on about one screen; no message of a journey is longer
+_TAG = re.compile(r"<[^>]+>")
+
+
+def visible_len(text: str) -> int:
+    """Characters a person sees: tags out, entities as the one character they stand for."""
+    return len(html.unescape(_TAG.sub("", text)))
 
 
 @dataclass
@@ -42,14 +51,22 @@ class Message:
     columns: int = 1
     reply_to: str | None = None
     force_reply: bool = False
+    nav: list[Button] = field(default_factory=list)
+
+    @property
+    def all_buttons(self) -> list[Button]:
+        return [*self.buttons, *self.nav]
 
     def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
+        payload = asdict(self)
+        if not self.nav:
+            payload.pop("nav")
+        return payload
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Message:
         return cls(payload["text"], [Button(**b) for b in payload.get("buttons", [])], payload.get("columns", 1),
-                   payload.get("reply_to"), payload.get("force_reply", False))
+                   payload.get("reply_to"), payload.get("force_reply", False), [Button(**b) for b in payload.get("nav", [])])
 
 
 @dataclass
@@ -62,23 +79,47 @@ class Deletion:
 Output = Message | Deletion
 
 
-def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
-    """Split at paragraph, then line boundaries so that no part exceeds the limit."""
-    if len(text) <= limit:
+def split_text(text: str, limit: int = MAX_VISIBLE_CHARS) -> list[str]:
+    """Split at paragraph, then line boundaries so that no part shows more than `limit`
+    characters. A single line longer than that is cut between words, outside any tag."""
+    if visible_len(text) <= limit:
         return [text]
     parts: list[str] = []
     current = ""
     for para in text.split("\n"):
         candidate = f"{current}\n{para}" if current else para
-        if len(candidate) <= limit:
+        if visible_len(candidate) <= limit:
             current = candidate
             continue
         if current:
             parts.append(current)
-        while len(para) > limit:
-            parts.append(para[:limit])
-            para = para[limit:]
+        while visible_len(para) > limit:
+            cut = _cut_point(para, limit)
+            parts.append(para[:cut].rstrip())
+            para = para[cut:].lstrip()
         current = para
     if current:
         parts.append(current)
     return parts
+
+
+def _cut_point(text: str, limit: int) -> int:
+    """The last space (else any point) before `limit` visible characters, never inside a tag
+    or an entity, and never inside an open tag's content."""
+    seen, index, last_space, depth = 0, 0, 0, 0
+    while index < len(text) and seen < limit:
+        ch = text[index]
+        if ch == "<":
+            end = text.find(">", index)
+            depth += -1 if text.startswith("</", index) else 1
+            index = end + 1 if end >= 0 else len(text)
+            continue
+        if ch == "&":
+            end = text.find(";", index)
+            index = end + 1 if 0 <= end - index <= 8 else index + 1
+        else:
+            index += 1
+        seen += 1
+        if ch == " " and depth == 0:
+            last_space = index
+    return last_space or index

@@ -18,11 +18,16 @@ ID = re.compile(r"^[A-Za-z0-9_]{1,24}$")
 VAR = re.compile(r"^\{(\w+)\}$")
 CALLBACK_LIMIT = 64
 
+NAV_BACK, NAV_MENU, NAV_CONTINUE, NAV_MORE, NAV_SOURCES = "bk", "mn", "re", "mo", "so"
+RESERVED_CHOICES = {"qx", NAV_BACK, NAV_MENU, NAV_CONTINUE, NAV_MORE, NAV_SOURCES}
+RESUME = "_resume"  # `goto: _resume`: back to where a draft was left
+ANSWER_MEANINGS = {"yes": ["yes"], "no": ["no"], "unsure": ["not_sure"], "not_sure": ["not_sure"], "skip": ["skip"],
+                   "done": ["done"], "back": ["back"], "menu": ["menu"]}
 STEP_KEYS = {"say", "choices", "ask", "accepts", "collect", "next", "goto", "branch", "facts", "hotlines", "end", "clear", "set",
              "columns", "action", "emergency"}
 ASK_ACCEPTS = {"text", "location", "phone"}
 QUICK_EXIT = "qx"
-CHOICE_KEYS = {"id", "label", "label_lang", "set", "set_lang", "next", "goto", "when", "keywords"}
+CHOICE_KEYS = {"id", "label", "label_lang", "set", "set_lang", "next", "goto", "when", "keywords", "means"}
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Choice:
     goto: str | None = None
     when: dict[str, Any] | None = None
     keywords: str | None = None
+    means: list[str] = field(default_factory=list)
     line: int = 0
 
 
@@ -75,6 +81,8 @@ class Flow:
     steps: dict[str, Step]
     path: Path
     quick_exit: bool = False
+    keeps_draft: bool = False
+    nav: bool = True
     line: int = 0
 
 
@@ -105,6 +113,15 @@ class FlowSet:
             if payload.startswith(prefix) and len(payload) > len(prefix):
                 return flow, payload[len(prefix):]
         return None
+
+    def open_target(self, name: str) -> str | None:
+        """What an "open" button names: a deep link, or a flow that a deep link or a public
+        command opens (never a staff flow or one that needs its own link argument)."""
+        found = self.link_target(name)
+        if found and not found[1]:
+            return found[0]
+        public = set(self.deep_links.values()) | {c.flow for c in self.commands.values() if not c.staff}
+        return name if name in public else None
 
 
 def callback_data(flow: str, step: str, choice: str) -> str:
@@ -139,12 +156,17 @@ def matches(when: dict[str, Any] | None, values: dict[str, Any]) -> bool:
     return True
 
 
+def _word(value: Any) -> str:
+    """YAML 1.1 reads a bare yes / no as a boolean; in a flow file they are words."""
+    return {True: "yes", False: "no"}[value] if isinstance(value, bool) else str(value)
+
+
 def _as_list(value: Any) -> list[str]:
     if value is None:
         return []
     if isinstance(value, list):
-        return [str(v) for v in value]
-    return [str(value)]
+        return [_word(v) for v in value]
+    return [_word(value)]
 
 
 class _Reader:
@@ -165,9 +187,9 @@ class _Reader:
             self.problem(node, f"step '{step_id}': each choice must be a mapping")
             return None
         self.unknown_keys(node, CHOICE_KEYS, f"choice in step '{step_id}'")
-        cid = str(node.get("id", ""))
-        if cid == QUICK_EXIT:
-            self.problem(node, f"step '{step_id}': choice id '{QUICK_EXIT}' is reserved for the quick-exit button", "id")
+        cid = _word(node.get("id", ""))
+        if cid in RESERVED_CHOICES:
+            self.problem(node, f"step '{step_id}': choice id '{cid}' is reserved for the navigation row", "id")
         if not ID.match(cid):
             self.problem(node, f"step '{step_id}': choice id '{cid}' must be 1-24 ASCII letters, digits or _", "id")
         elif len(callback_data(flow_id, step_id, cid).encode()) > CALLBACK_LIMIT:
@@ -186,6 +208,7 @@ class _Reader:
             goto=node.get("goto"),
             when=dict(node["when"]) if node.get("when") else None,
             keywords=node.get("keywords"),
+            means=_as_list(node.get("means")) or ANSWER_MEANINGS.get(cid, []),
             line=line_of(node),
         )
 
@@ -243,7 +266,7 @@ class _Reader:
         if not isinstance(data, dict):
             self.problem(data, "a flow file must be a mapping with flow, start and steps")
             return None
-        self.unknown_keys(data, {"flow", "start", "steps", "quick_exit"}, "flow")
+        self.unknown_keys(data, {"flow", "start", "steps", "quick_exit", "keeps_draft", "nav"}, "flow")
         flow_id = str(data.get("flow", ""))
         if not ID.match(flow_id):
             self.problem(data, f"flow id '{flow_id}' must be 1-24 ASCII letters, digits or _", "flow")
@@ -261,7 +284,8 @@ class _Reader:
         start = str(data.get("start", ""))
         if start not in steps:
             self.problem(data, f"start step '{start}' is not a step of this flow", "start")
-        return Flow(id=flow_id, start=start, steps=steps, path=self.path, quick_exit=bool(data.get("quick_exit")), line=line_of(data))
+        return Flow(id=flow_id, start=start, steps=steps, path=self.path, quick_exit=bool(data.get("quick_exit")),
+                    keeps_draft=bool(data.get("keeps_draft")), nav=data.get("nav", True) is not False, line=line_of(data))
 
 
 def _check_links(flows: dict[str, Flow], problems: list[Problem]) -> None:
@@ -272,7 +296,7 @@ def _check_links(flows: dict[str, Flow], problems: list[Problem]) -> None:
                 if target and target not in flow.steps:
                     problems.append(Problem(flow.path, line, f"step '{step.id}' leads to '{target}', which is not a step of flow '{flow.id}'"))
             for target, line in [(step.goto, step.line)] + [(c.goto, c.line) for c in step.choices]:
-                if target and not VAR.match(target) and target not in flows:
+                if target and not VAR.match(target) and target != RESUME and target not in flows:
                     problems.append(Problem(flow.path, line, f"step '{step.id}' jumps to flow '{target}', which does not exist"))
 
 

@@ -18,11 +18,13 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.engine.content import Content
-from bot.engine.events import Button, Deletion, Event, Message, Output, split_text
-from bot.engine.flows import QUICK_EXIT, VAR, Choice, FlowSet, Step, callback_data, matches, parse_callback
+from bot.engine.content import Content, Hotline
+from bot.engine.events import MAX_VISIBLE_CHARS, Button, Deletion, Event, Message, Output, split_text, visible_len
+from bot.engine.flows import (NAV_BACK, NAV_CONTINUE, NAV_MENU, NAV_MORE, NAV_SOURCES, QUICK_EXIT, RESUME, VAR, Choice, FlowSet, Step,
+                              callback_data, matches, parse_callback)
 from bot.engine.i18n import Translator
 from bot.engine.matching import contains_keyword, first_match, fold, split_keywords
+from bot.engine.understand import UNKNOWN, Understander, normalise
 from storage.models import Conversation, OutboxMessage, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,13 @@ MAX_ANSWER_CHARS = 4000
 OPEN_FLOW = "go:"
 TRAIL = "_trail"
 TRAIL_SINCE = "_trail_since"
+PATH = "_path"      # the waiting steps of the current flow, for Back
+CARD = "_card"      # what is left of the card being read (More) and its sources (Sources)
+CARD_CHARS = 600    # the first screen of an answer
+OFFER_SCORE = 0.5   # a request typed in the middle of a journey is offered only when this clear
+HUBS = {"menu"}     # flows where a typed request opens at once: there is no place to lose
+EMERGENCY_KINDS = ("police", "emergency", "ambulance", "fire")
+LANGUAGE_COUNTRY = {"km": "KH", "lo": "LA", "th": "TH", "vi": "VN", "my": "MM"}
 
 
 class FlowLoop(RuntimeError):
@@ -52,6 +61,7 @@ class Turn:
     outputs: list[Output] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     forget: bool = False
+    card_shown: bool = False  # More and Sources go under the question that follows a card, not under every later one
 
     def say(self, key: str, /, **params: object) -> None:
         self.pending.append(self.engine.texts.get(self.lang, key, **params))
@@ -70,11 +80,13 @@ Action = Callable[[Turn], Awaitable[str | None]]
 
 
 class Engine:
-    def __init__(self, flows: FlowSet, content: Content, texts: Translator, default_language: str = "en") -> None:
+    def __init__(self, flows: FlowSet, content: Content, texts: Translator, default_language: str = "en",
+                 understander: Understander | None = None) -> None:
         self.flows = flows
         self.content = content
         self.texts = texts
         self.default_language = default_language
+        self.understander = understander or Understander({})
         self.actions: dict[str, Action] = {}
 
     def register(self, name: str, action: Action) -> None:
@@ -151,15 +163,16 @@ class Engine:
         await self._enter(turn, command.flow)
 
     async def _on_choice(self, turn: Turn, data: str) -> None:
-        if data.startswith(OPEN_FLOW):  # a button on a broadcast: open a journey, like a deep link
-            found = self.flows.link_target(data[len(OPEN_FLOW):])
-            return await self._enter(turn, found[0] if found else "menu")
+        if data.startswith(OPEN_FLOW):  # a button on a broadcast or an offer: open a journey, like a deep link
+            return await self._enter(turn, self.flows.open_target(data[len(OPEN_FLOW):]) or "menu")
         parsed = parse_callback(data)
         step = self._current_step(turn)
         if parsed is not None and parsed[2] == QUICK_EXIT and self.flows.flows.get(parsed[0], None) and self.flows.flows[parsed[0]].quick_exit:
             return await self._quick_exit(turn)
         if parsed is None or step is None or parsed[:2] != (turn.conversation.flow, turn.conversation.step):
             return await self._stale_button(turn)
+        if parsed[2] in (NAV_BACK, NAV_MENU, NAV_CONTINUE, NAV_MORE, NAV_SOURCES):
+            return await self._navigate(turn, step, parsed[2])
         choice = next((c for c in self._visible(turn, step) if c.id == parsed[2]), None)
         if choice is None:
             return await self._stale_button(turn)
@@ -179,25 +192,120 @@ class Engine:
             return await self._run(turn, turn.conversation.flow or "menu", step.id, announce=False)
         if event.text:
             return await self._on_text(turn, event.text)
+        if step is not None and (step.choices or step.ask):
+            turn.say("common.need_text" if step.ask else "common.reask")
+            return await self._run(turn, turn.conversation.flow or "menu", step.id, announce=False, act=False)
         turn.say("common.not_understood")
         await self._enter(turn, "menu")
 
     async def _on_text(self, turn: Turn, text: str) -> None:
+        """Typed text, in this order: an answer to this step (a label, a number, yes / no /
+        not sure, a country, back, menu, skip, cancel); danger, which shows the numbers and
+        stays; another clear request, offered with a button while the place is kept; else the
+        question again, shorter. Nobody is dropped."""
         step = self._current_step(turn)
-        if step is not None and step.choices:
-            choice = self._choice_from_text(turn, step, text)
-            if choice is not None:
-                return await self._take(turn, choice)
-        if step is not None and step.ask and ("text" in step.accepts or "phone" in step.accepts):
-            turn.values[step.ask] = text[:MAX_ANSWER_CHARS]
-            return await self._run(turn, turn.conversation.flow or "menu", step.next or "")
+        flow = self.flows.flows.get(turn.conversation.flow or "")
+        if step is None or flow is None or flow.id in HUBS or not (step.choices or step.ask):
+            return await self._on_idle_text(turn, text)
+        choice = self._choice_from_text(turn, step, text) if step.choices else None
+        if choice is not None:
+            return await self._take(turn, choice)
+        answer = self.understander.answer(text, turn.lang, whole=bool(step.ask))
+        if answer in ("back", "menu", "cancel"):
+            return await self._navigate(turn, step, {"back": NAV_BACK, "menu": NAV_MENU}.get(answer, "cancel"))
+        if step.ask and self._accepts_text(step):
+            return await self._take_answer(turn, step, text)
+        understood = self.understander.understand(text, turn.lang)
+        if understood.intent == "danger":
+            danger = next((c for c in self._visible(turn, step) if "danger" in c.means), None)
+            if danger is not None:
+                return await self._take(turn, danger)
+            self.show_emergency(turn)
+            self._flush(turn)
+            return await self._run(turn, flow.id, step.id, announce=False, act=False)
+        target = self.understander.intent_flows.get(understood.intent)
+        if target and target != flow.id and understood.score >= OFFER_SCORE and target in self.flows.flows:
+            return self._offer(turn, flow.id, step, target, understood.intent)
+        turn.say("common.reask")
+        await self._run(turn, flow.id, step.id, announce=False, act=False)
+
+    async def _on_idle_text(self, turn: Turn, text: str) -> None:
+        if turn.user.lang is None:
+            intent = self._intent_from_text(turn, text)
+            return await self._enter(turn, intent or "start")
+        understood = self.understander.understand(text, turn.lang)
+        target = self.understander.intent_flows.get(understood.intent)
+        if understood.intent != UNKNOWN and target in self.flows.flows:
+            return await self._enter_with_slots(turn, target, understood.slots)
         intent = self._intent_from_text(turn, text)
         if intent is not None:
             return await self._enter(turn, intent)
-        if turn.user.lang is None:
-            return await self._enter(turn, "start")
         turn.say("common.not_understood")
+        suggestions = [Button(OPEN_FLOW + flow, turn.text(f"intent.{name}"))
+                       for name, score in understood.runners_up
+                       if score >= 0.15 and (flow := self.understander.intent_flows.get(name, "")) in self.flows.flows
+                       and self.texts.has(f"intent.{name}")][:3]
         await self._enter(turn, "menu")
+        if suggestions and turn.outputs and isinstance(turn.outputs[-1], Message):
+            turn.outputs.insert(len(turn.outputs) - 1, Message(turn.text("common.did_you_mean"), suggestions, 1))
+
+    async def _enter_with_slots(self, turn: Turn, flow_id: str, slots: dict[str, str]) -> None:
+        """A first message that names a route or a category fills those answers in."""
+        for name in ("origin", "destination"):
+            if name in slots:
+                turn.values[name] = slots[name]
+        category = self.understander.report_categories.get(slots.get("category", ""))
+        if flow_id == "report" and category and not turn.values.get("category"):
+            turn.values["category"] = category
+        await self._enter(turn, flow_id)
+
+    def _accepts_text(self, step: Step) -> bool:
+        return "text" in step.accepts or "phone" in step.accepts
+
+    async def _take_answer(self, turn: Turn, step: Step, text: str) -> None:
+        flow_id = turn.conversation.flow or "menu"
+        if "phone" in step.accepts and "text" not in step.accepts and sum(ch.isdigit() for ch in text) < 6:
+            turn.say("common.need_phone")
+            return await self._run(turn, flow_id, step.id, announce=False, act=False)
+        if not text.strip():
+            turn.say("common.need_text")
+            return await self._run(turn, flow_id, step.id, announce=False, act=False)
+        if not turn.values.get("urgent") and self.understander.understand(text, turn.lang).danger_word:
+            self.show_emergency(turn)
+            self._flush(turn)
+        turn.values[step.ask] = text[:MAX_ANSWER_CHARS]  # type: ignore[index]
+        await self._run(turn, flow_id, step.next or "")
+
+    def _offer(self, turn: Turn, flow_id: str, step: Step, target: str, intent: str) -> None:
+        """Another request in the middle of a journey: a button for it, and one to go on."""
+        turn.say("common.offer")
+        keep = "common.continue_report" if self.flows.flows[flow_id].keeps_draft else "common.continue"
+        turn.flush([Button(OPEN_FLOW + target, turn.text(f"intent.{intent}")),
+                    Button(callback_data(flow_id, step.id, NAV_CONTINUE), turn.text(keep))], 1)
+
+    async def _navigate(self, turn: Turn, step: Step, action: str) -> None:
+        flow_id = turn.conversation.flow or "menu"
+        flow = self.flows.flows[flow_id]
+        if action == NAV_MENU:
+            return await self._enter(turn, "menu")
+        if action == "cancel":
+            if flow.keeps_draft:
+                turn.conversation.flow = turn.conversation.step = None
+                return await self._enter(turn, "cancel" if "cancel" in self.flows.flows else "menu")
+            return await self._enter(turn, "menu")
+        if action == NAV_CONTINUE:
+            return await self._run(turn, flow_id, step.id, act=False)
+        if action in (NAV_MORE, NAV_SOURCES):
+            self._card_next(turn) if action == NAV_MORE else self._card_sources(turn)
+            return await self._run(turn, flow_id, step.id, announce=False, act=False)
+        path = [s for s in turn.values.get(PATH) or [] if s in flow.steps]
+        if path and path[-1] == step.id:
+            path.pop()
+        if not path:
+            return await self._enter(turn, "menu")
+        previous = path.pop()
+        turn.values[PATH] = path
+        await self._run(turn, flow_id, previous, act=False)
 
     def _choice_from_text(self, turn: Turn, step: Step, text: str) -> Choice | None:
         visible = self._visible(turn, step)
@@ -211,6 +319,15 @@ class Engine:
         for choice in visible:
             if choice.keywords and any(contains_keyword(text, kw) for kw in self._keywords(turn, choice.keywords)):
                 return choice
+        danger = self.understander.is_danger_word(normalise(text), turn.lang)
+        answer = None if danger else self.understander.answer(text, turn.lang)
+        if answer is not None:
+            meant = next((c for c in visible if answer in c.means), None)
+            if meant is not None:
+                return meant
+        country = self.understander.country(text, turn.lang)
+        if country is not None:
+            return next((c for c in visible if c.id == country or country in c.set.values()), None)
         return None
 
     def _intent_from_text(self, turn: Turn, text: str) -> str | None:
@@ -280,9 +397,21 @@ class Engine:
         if choice.set_lang:
             turn.user.lang = choice.set_lang
             turn.lang = choice.set_lang
+        if choice.goto == RESUME:
+            return await self._resume(turn)
         if choice.goto:
             return await self._enter(turn, self._resolve(turn, choice.goto))
         await self._run(turn, turn.conversation.flow or "menu", choice.next or "")
+
+    async def _resume(self, turn: Turn) -> None:
+        """Back to the step where a draft was left (the menu's "Continue your report")."""
+        saved = turn.values.pop(RESUME, None)
+        if not (isinstance(saved, list) and len(saved) >= 2 and saved[0] in self.flows.flows and saved[1] in self.flows.flows[saved[0]].steps):
+            return await self._enter(turn, "menu")
+        flow_id, step_id = saved[0], saved[1]
+        await self._trail_for(turn, self.flows.flows[flow_id].quick_exit)
+        turn.values[PATH] = list(saved[2]) if len(saved) > 2 and isinstance(saved[2], list) else [step_id]
+        await self._run(turn, flow_id, step_id, act=False)
 
     def _resolve(self, turn: Turn, target: str) -> str:
         match = VAR.match(target)
@@ -293,8 +422,20 @@ class Engine:
 
     async def _enter(self, turn: Turn, flow_id: str) -> None:
         flow = self.flows.flows.get(flow_id) or self.flows.flows["menu"]
+        self._keep_draft(turn)
+        turn.values.pop(PATH, None)
+        turn.values.pop(CARD, None)
         await self._trail_for(turn, flow.quick_exit)
         await self._run(turn, flow.id, flow.start)
+
+    def _keep_draft(self, turn: Turn) -> None:
+        """Leaving a journey that keeps a draft (the report) at one of its questions: remember
+        where, so that the menu and the journey itself offer to continue it."""
+        current = self.flows.flows.get(turn.conversation.flow or "")
+        step = self._current_step(turn)
+        offers_resume = step is not None and any(c.goto == RESUME for c in step.choices)
+        if current is not None and current.keeps_draft and step is not None and (step.choices or step.ask) and not offers_resume:
+            turn.values[RESUME] = [current.id, step.id, list(turn.values.get(PATH) or [step.id])]
 
     async def _trail_for(self, turn: Turn, quick_exit: bool) -> None:
         if quick_exit and TRAIL_SINCE not in turn.values:
@@ -313,7 +454,10 @@ class Engine:
                 continue
             if step.emergency:
                 country = self._fill(turn, step.emergency)
-                self.show_hotlines(turn, "" if country in ("all", "other") else country, emergency_only=True)
+                if country in self.content.hotlines and step.emergency != "all":
+                    self.show_emergency(turn, country, only=True)
+                else:
+                    self.show_emergency(turn)
                 self._flush(turn)  # the numbers stand alone, before any further question
             if announce:
                 for key in step.say:
@@ -332,14 +476,18 @@ class Engine:
                 turn.values.pop(name, None)
             if step.choices or step.ask:
                 turn.conversation.flow, turn.conversation.step = flow_id, step_id
+                path = [s for s in turn.values.get(PATH) or [] if s in flow.steps]
+                if not path or path[-1] != step_id:
+                    path.append(step_id)
+                turn.values[PATH] = path[-24:]
                 buttons = self._buttons(turn, flow_id, step)
-                if flow.quick_exit:
-                    buttons.append(Button(callback_data(flow_id, step_id, QUICK_EXIT), turn.text("common.quick_exit")))
-                if buttons or turn.pending:
-                    self._flush(turn, buttons, step.columns)
+                nav = self._nav(turn, flow_id, step)
+                if buttons or nav or turn.pending:
+                    self._flush(turn, buttons, step.columns, nav)
                 return
             if target:
                 flow_id, step_id = target, self.flows.flows[target].start
+                turn.values.pop(PATH, None)
                 await self._trail_for(turn, self.flows.flows[target].quick_exit)
                 continue
             if step.next:
@@ -370,58 +518,172 @@ class Engine:
     def _buttons(self, turn: Turn, flow_id: str, step: Step) -> list[Button]:
         return [Button(callback_data(flow_id, step.id, c.id), self._label(turn, c)) for c in self._visible(turn, step)]
 
-    def _flush(self, turn: Turn, buttons: list[Button] | None = None, columns: int | None = None) -> None:
-        """Join what was said since the last message into as few messages as fit."""
-        if not turn.pending and not buttons:
+    def _nav(self, turn: Turn, flow_id: str, step: Step) -> list[Button]:
+        """One navigation row on every question of a journey: More and Sources while a card
+        is being read, Back, Menu, and Quick exit where the journey has it."""
+        flow = self.flows.flows[flow_id]
+        ids = {c.id for c in step.choices}
+        row: list[Button] = []
+        card = turn.values.get(CARD)
+        if isinstance(card, dict) and turn.card_shown:
+            if card.get("pages"):
+                row.append(Button(callback_data(flow_id, step.id, NAV_MORE), turn.text("card.more")))
+            if card.get("sources"):
+                row.append(Button(callback_data(flow_id, step.id, NAV_SOURCES), turn.text("card.sources")))
+        if flow.nav and flow.id not in HUBS:
+            if "back" not in ids:
+                row.append(Button(callback_data(flow_id, step.id, NAV_BACK), turn.text("common.back")))
+            if "menu" not in ids:
+                row.append(Button(callback_data(flow_id, step.id, NAV_MENU), turn.text("common.nav_menu")))
+        if flow.quick_exit:
+            row.append(Button(callback_data(flow_id, step.id, QUICK_EXIT), turn.text("common.quick_exit")))
+        return row
+
+    def _flush(self, turn: Turn, buttons: list[Button] | None = None, columns: int | None = None, nav: list[Button] | None = None) -> None:
+        """Join what was said since the last message into as few messages as a phone screen
+        carries (MAX_VISIBLE_CHARS each)."""
+        if not turn.pending and not buttons and not nav:
             return
         parts = split_text("\n\n".join(turn.pending)) if turn.pending else [self.texts.get(turn.lang, "common.choose")]
         turn.pending = []
         for part in parts[:-1]:
             turn.outputs.append(Message(part))
         width = columns or (2 if buttons and max(len(b.label) for b in buttons) <= 16 else 1)
-        turn.outputs.append(Message(parts[-1], buttons or [], width))
+        turn.outputs.append(Message(parts[-1], buttons or [], width, nav=nav or []))
+
+    # -- cards: the point first, then More, and Sources in plain words ---------------------
+
+    def card(self, turn: Turn, items: list[tuple[str, list[str]]], *, first: int = CARD_CHARS, details: list[str] | None = None) -> None:
+        """Say the first screen of items (HTML, source ids); keep the rest, then the details,
+        for More."""
+        already = sum(visible_len(p) + 2 for p in turn.pending)
+        pages = _pages([html_ for html_, _ in items], max(200, first - already)) + _pages(details or [], MAX_VISIBLE_CHARS - 100)
+        sources = list(dict.fromkeys(sid for _, ids in items for sid in ids))
+        if not pages:
+            return
+        for item in pages[0]:
+            turn.say_html(item)
+        self._flush(turn)  # the card is a message of its own: the point first, the next question after it
+        turn.values[CARD] = {"pages": pages[1:], "sources": sources}
+        turn.card_shown = True
+
+    def _card_next(self, turn: Turn) -> None:
+        card = turn.values.get(CARD)
+        if not isinstance(card, dict) or not card.get("pages"):
+            turn.say("card.no_more")
+            return
+        page, *rest = card["pages"]
+        for item in page:
+            turn.say_html(item)
+        self._flush(turn)
+        turn.values[CARD] = {**card, "pages": rest}
+        turn.card_shown = True
+
+    def _card_sources(self, turn: Turn) -> None:
+        card = turn.values.get(CARD)
+        ids = card.get("sources") if isinstance(card, dict) else None
+        if not ids:
+            turn.say("card.no_sources")
+            return
+        lines = []
+        for sid in ids:
+            source = self.content.sources.get(sid)
+            if source is None:
+                continue
+            name = html.escape(source.name or source.publisher)
+            lines.append(f"• <a href=\"{html.escape(source.url)}\">{name}</a>" if source.url else f"• {name}")
+        checked = max((d for d in self.content.checked_dates(ids) if d), default=None)
+        turn.say("card.sources_header")
+        turn.say_html("\n".join(dict.fromkeys(lines)))
+        if checked:
+            turn.say("card.checked", date=checked.isoformat())
+        turn.values[CARD] = {**card, "sources": []}  # type: ignore[dict-item]
+        turn.card_shown = True
 
     def source_line(self, turn: Turn, source_ids: list[str], verified: object | None = None) -> str:
-        labels = [f"[{sid}] {self.content.sources[sid].label}" for sid in source_ids if sid in self.content.sources]
-        line = turn.text("common.sources", sources=html.escape("; ".join(labels)))
-        if verified:
-            line += " · " + turn.text("common.verified_on", date=str(verified))
-        return f"<i>{line}</i>"
+        """Kept for features that still cite inline: publishers' names in plain words."""
+        names = [html.escape(self.content.sources[sid].name or self.content.sources[sid].publisher)
+                 for sid in source_ids if sid in self.content.sources]
+        return f"<i>{turn.text('common.sources', sources='; '.join(dict.fromkeys(names)))}</i>"
 
     def _show_facts(self, turn: Turn, topic: str) -> None:
-        facts = self.content.facts_for(topic, turn.values.get("origin"), turn.values.get("destination"))
+        origin, destination = turn.values.get("origin"), turn.values.get("destination")
+        facts = self.content.facts_for(topic, origin, destination)
+        if facts and not any(f.origin or f.destination for f in facts) and (origin or destination) and self.content.has_route_facts(topic):
+            turn.say("guide.general_only")
         if not facts:
             turn.say("guide.no_facts")
             return
-        for fact in facts:
-            turn.say_html(f"• {turn.text(fact.text_key)}\n{self.source_line(turn, fact.sources)}")
+        self.card(turn, [(f"• {turn.text(fact.text_key)}", fact.sources) for fact in facts])
+
+    def _here(self, turn: Turn) -> str | None:
+        """The country a person most likely is in: the report's answer, else their language's."""
+        country = turn.values.get("country")
+        if isinstance(country, str) and country in self.content.hotlines:
+            return country
+        return LANGUAGE_COUNTRY.get(turn.lang)
+
+    def _number_line(self, turn: Turn, hotline: Hotline) -> str:
+        """One line a phone shows whole: the number, then what it is for (More has the rest)."""
+        marker = "🚨" if hotline.emergency else "☎️"
+        return f"{marker} <b>{html.escape(hotline.number)}</b> {html.escape(self._kind(turn, hotline))}".rstrip()
+
+    def show_emergency(self, turn: Turn, country: str | None = None, *, only: bool = False) -> None:
+        """Police and ambulance first, each number labelled: the country the person is in,
+        then (unless `only`) the others, one short line each."""
+        here = country or self._here(turn)
+        order = ([here] if here in self.content.hotlines else []) + ([] if only else [c for c in self.content.hotlines if c != here])
+        lines = []
+        for code in order:
+            numbers = sorted((h for h in self.content.hotlines_for(code) if h.emergency),
+                             key=lambda h: EMERGENCY_KINDS.index(h.kind) if h.kind in EMERGENCY_KINDS else 9)
+            if not numbers:
+                continue
+            listed = " · ".join(f"<b>{html.escape(h.number)}</b> {html.escape(self._kind(turn, h))}" for h in numbers)
+            lines.append(f"🚨 {self._country_name(turn, code)}: {listed}")
+        turn.say("report.emergency_header")
+        if only and not lines:
+            turn.say("hotlines.none_verified", country=self._country_name(turn, here or ""))
+        else:
+            turn.say_html("\n".join(lines) if lines else turn.text("hotlines.none_anywhere"))
+        turn.values[CARD] = {"pages": [], "sources": list(dict.fromkeys(s for c in order for h in self.content.hotlines_for(c) if h.emergency for s in h.sources))}
+        turn.card_shown = True
+
+    def _kind(self, turn: Turn, hotline: Hotline) -> str:
+        key = f"hotline.kind.{hotline.kind}"
+        return turn.text(key) if hotline.kind and self.texts.has(key) else (turn.text(hotline.what) if hotline.what else "")
 
     def show_hotlines(self, turn: Turn, country: str, *, emergency_only: bool = False) -> None:
-        """The numbers for a country; with emergency_only, the emergency numbers of every
-        country when none is known yet, so someone in danger is never asked first."""
-        countries = [country] if country else list(self.content.hotlines)
+        """A country's numbers, the number first on each line and what it is for after it;
+        with emergency_only and no country known, every country's emergency numbers."""
         if emergency_only:
-            lines = []
-            for code in countries:
-                numbers = [h for h in self.content.hotlines_for(code) if h.emergency]
-                if numbers:
-                    listed = ", ".join(f"<b>{html.escape(h.number)}</b>" for h in numbers)
-                    lines.append(f"🚨 {self._country_name(turn, code)}: {listed}")
-            turn.say("report.emergency_header")
-            turn.say_html("\n".join(lines) if lines else turn.text("hotlines.none_verified", country=self._country_name(turn, country)))
-            return
+            return self.show_emergency(turn, country or None)
         numbers = self.content.hotlines_for(country)
         name = self._country_name(turn, country)
         if not numbers:
             turn.say("hotlines.none_verified", country=name)
             return
-        turn.say("hotlines.header", country=name)
-        for hotline in sorted(numbers, key=lambda h: not h.emergency):
-            marker = "🚨 " if hotline.emergency else "☎️ "
-            turn.say_html(
-                f"{marker}<b>{html.escape(hotline.number)}</b>: {turn.text(hotline.what or '')}\n"
-                f"{self.source_line(turn, hotline.sources, hotline.verified_on)}"
-            )
+        ordered = sorted(numbers, key=lambda h: (not h.emergency, EMERGENCY_KINDS.index(h.kind) if h.kind in EMERGENCY_KINDS else 9))
+        self.card(turn, [(turn.text("hotlines.header", country=name), [])] + [(self._number_line(turn, h), h.sources) for h in ordered],
+                  details=[f"<b>{html.escape(h.number)}</b>: {turn.text(h.what)}" for h in ordered if h.what])
 
     def _country_name(self, turn: Turn, code: str) -> str:
         return turn.text(f"country.{code}") if self.texts.has(f"country.{code}") else code
+
+
+def _pages(items: list[str], first: int, rest: int = MAX_VISIBLE_CHARS - 100) -> list[list[str]]:
+    """Items grouped into screens: the first at most `first` visible characters, the others
+    at most `rest`; an item longer than a screen is a screen of its own."""
+    pages: list[list[str]] = []
+    current: list[str] = []
+    size, limit = 0, first
+    for item in items:
+        length = visible_len(item) + 2
+        if current and size + length > limit:
+            pages.append(current)
+            current, size, limit = [], 0, rest
+        current.append(item)
+        size += length
+    if current:
+        pages.append(current)
+    return pages

@@ -138,6 +138,7 @@ class LanguageData:
     categories: dict[str, list[str]] = field(default_factory=dict)
     to_words: list[str] = field(default_factory=list)
     from_words: list[str] = field(default_factory=list)
+    particles: list[str] = field(default_factory=list)
 
 
 def _strings(node: Any) -> list[str]:
@@ -158,6 +159,7 @@ def load_language(path: Path, problems: list[Problem]) -> LanguageData:
             continue
         out.intents[name] = _strings(node)
     out.danger_words = _strings(data.get("danger_words"))
+    out.particles = _strings(data.get("particles"))
     for key, node in (data.get("answers") or {}).items():
         name = {True: "yes", False: "no"}.get(key, key) if isinstance(key, bool) else str(key)  # YAML reads yes/no as booleans
         if name not in ANSWERS:
@@ -183,10 +185,12 @@ def load_language(path: Path, problems: list[Problem]) -> LanguageData:
 class Understander:
     """Intents, slots and answer words for every language, from the editable example files."""
 
-    def __init__(self, languages: dict[str, LanguageData], threshold: float = 0.34, intent_flows: dict[str, str] | None = None) -> None:
+    def __init__(self, languages: dict[str, LanguageData], threshold: float = 0.34, intent_flows: dict[str, str] | None = None,
+                 report_categories: dict[str, str] | None = None) -> None:
         self.languages = languages
         self.threshold = threshold
         self.intent_flows = intent_flows or {}
+        self.report_categories = report_categories or {}
         self._index: dict[str, tuple[list[Example], dict[str, float]]] = {}
 
     @classmethod
@@ -206,7 +210,8 @@ class Understander:
                 problems.append(Problem(settings_path, line_of(settings.get("intents"), name), f"unknown intent '{name}'"))
         if problems:
             raise ContentError(problems)
-        return cls(languages, float((settings or {}).get("threshold", 0.34)), flows)
+        categories = {str(k): str(v) for k, v in ((settings or {}).get("report_categories") or {}).items()}
+        return cls(languages, float((settings or {}).get("threshold", 0.34)), flows, categories)
 
     # -- the example index, per language (its own examples and English, which people mix in) --
 
@@ -268,18 +273,28 @@ class Understander:
     def is_danger_word(self, norm: str, lang: str) -> bool:
         return any(contains_keyword(norm, normalise(w)) for words_ in self._lists(lang, "danger_words") for w in words_)
 
-    def answer(self, text: str, lang: str) -> str | None:
+    def answer(self, text: str, lang: str, *, whole: bool = False) -> str | None:
         """yes / no / not_sure / back / menu / skip / cancel / done, when a short text is one.
-        The longest word found wins, so "ไม่ใช่" (no) beats the "ใช่" (yes) inside it."""
+        Words are matched on word boundaries (ICU's, in scripts without spaces), so จ้า is
+        not found in นายจ้าง; the longest word found wins, so "ไม่ใช่" (no) beats the "ใช่"
+        (yes) inside it. With `whole`, only a text that is the word and polite particles
+        counts (a description that says "they sent me back" is not "back")."""
         norm = normalise(text)
-        if not norm or len(words(norm)) > ANSWER_MAX_WORDS:
+        tokens = words(norm)
+        if not tokens or len(tokens) > ANSWER_MAX_WORDS:
             return None
+        particles = {normalise(p) for ps in self._lists(lang, "particles") for p in ps}
+        while len(tokens) > 1 and tokens[-1] in particles:
+            tokens = tokens[:-1]
+        spans = {"".join(tokens[i:j]) for i in range(len(tokens)) for j in range(i + 1, len(tokens) + 1)}
+        dense = "".join(tokens)
         best: tuple[int, str] | None = None
         for answers in self._lists(lang, "answers"):
             for name, keywords in answers.items():
                 for keyword in keywords:
-                    kw = normalise(keyword)
-                    if kw and contains_keyword(norm, kw) and (best is None or len(kw) > best[0]):
+                    kw = normalise(keyword).replace(" ", "")
+                    found = kw == dense if whole else kw in spans
+                    if kw and found and (best is None or len(kw) > best[0]):
                         best = (len(kw), name)
         return best[1] if best else None
 

@@ -38,7 +38,7 @@ TEXT_KEYS = (
     + [f"partner.{k}" for k in ("refused", "already_closed", "acknowledged", "claimed", "ask_prompt", "close_prompt", "closed",
                                 "no_bot_contact", "relayed", "waiting_for_check", "reporter_answer")]
 )
-ACTION_NAMES = frozenset({"reports.submit", "reports.count_only", "reports.status", "reports.relay_answer", "reports.forget"})
+ACTION_NAMES = frozenset({"reports.check_coverage", "reports.submit", "reports.count_only", "reports.status", "reports.relay_answer", "reports.forget"})
 
 
 def partners_path(flows_dir: Path) -> Path:
@@ -87,6 +87,7 @@ class ReportsFeature:
 
     def actions(self) -> dict[str, Action]:
         return {
+            "reports.check_coverage": self.desk.check_coverage,
             "reports.submit": self.desk.submit,
             "reports.count_only": self.desk.count_only,
             "reports.status": self.status,
@@ -186,6 +187,6 @@ def check_content(flows_dir: Path, flows: object) -> list[Problem]:
         return [Problem(flows_dir / "report.yaml", 0, "the report journey is missing")]
     offered: dict[str, list[str]] = {}
     for choice in report_flow.steps["country"].choices:
-        step = report_flow.steps.get(choice.next or "")
-        offered[choice.id] = [c.id for c in step.choices if c.id != "other"] if step and choice.next.startswith("province_") else []
+        step = report_flow.steps.get(f"province_{choice.id}")
+        offered[choice.id] = [c.id for c in step.choices if c.id != "other"] if step else []
     return coverage_problems(book, offered, report_flow.path)

@@ -69,6 +69,15 @@ class ReportDesk:
 
     # -- taking a report -------------------------------------------------------------------
 
+    async def check_coverage(self, turn: Turn) -> str | None:
+        """Whether a partner organisation takes this report, so that consent and the receipt
+        promise no organisation where there is none (the report is then kept and counted)."""
+        values = turn.values
+        case = CaseFacts(str(values.get("country") or "other"), values.get("province"), str(values.get("category") or "other"),
+                         turn.lang, bool(values.get("urgent")))
+        values["_covered"] = bool(route_report(self.book, case))
+        return None
+
     async def submit(self, turn: Turn) -> str | None:
         values = turn.values
         place = values.get("place")
@@ -102,7 +111,9 @@ class ReportDesk:
         await count(turn.session, report.created_at, report.country, report.category, shared=True)
         log.info("report %s stored and routed to %d partner(s)", report.id, len(decisions))
         for key in DRAFT_KEYS:
-            values.pop(key, None)
+            if key != "country":  # the receipt shows the numbers of the report's country; the flow clears it after
+                values.pop(key, None)
+        values["_covered"] = bool(decisions)
         turn.values["report_code"] = report.code
         return None
 

@@ -1,0 +1,162 @@
+"""People type instead of tapping, in every language, and are never dropped: typed answers
+at every kind of step, danger typed in the middle of a journey, a draft report continued
+after a detour, and the numbers a person needs on the receipt."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import RunningBot
+from tests.fakes.bot_api import visible_text
+
+# What a person types for "yes", the country Thailand, a place, and "no more" at the photo step.
+TYPED = {
+    "km": {"yes": "ចាស", "no": "ទេ", "thailand": "ថៃ", "place": "នៅក្បែររោងចក្រ", "done": "រួចហើយ"},
+    "lo": {"yes": "ແມ່ນ", "no": "ບໍ່", "thailand": "ໄທ", "place": "ໃກ້ໂຮງງານ", "done": "ແລ້ວ"},
+    "th": {"yes": "ใช่", "no": "ไม่", "thailand": "ไทย", "place": "ใกล้โรงงาน", "done": "เสร็จแล้ว"},
+    "vi": {"yes": "co", "no": "khong", "thailand": "thai lan", "place": "gan nha may", "done": "xong"},
+    "en": {"yes": "yes", "no": "no", "thailand": "thailand", "place": "near the factory", "done": "done"},
+}
+LANGUAGES = list(TYPED)
+
+
+def shown(text: str) -> str:
+    return re.escape(visible_text(text)[:40])
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+async def test_a_typed_yes_at_is_anyone_in_danger_shows_labelled_numbers_and_keeps_the_report(running_bot: RunningBot, lang: str) -> None:
+    t = lambda key, **kw: running_bot.core.texts.get(lang, key, **kw)  # noqa: E731
+    words = TYPED[lang]
+    user = running_bot.user(5100 + LANGUAGES.index(lang), lang)
+    await user.start_in(running_bot.core.texts, lang)
+
+    await user.send("/report")
+    await user.expect(shown(t("report.ask_danger")))
+    await user.send(words["yes"])
+    numbers = await user.expect(shown(t("report.emergency_header")))
+    police = t("hotline.kind.police")
+    assert police in numbers.text and t("hotline.kind.ambulance") in numbers.text, "every emergency number says what it is for"
+    assert re.search(rf"191</b> {re.escape(police)}", numbers.text.replace("<b>", "")) or "191 " + police in visible_text(numbers.text)
+    first_line = next(line for line in numbers.text.split("\n") if "🚨" in line)
+    if lang == "th":
+        assert "191" in first_line and "1669" in first_line, "a Thai speaker sees Thailand's police and ambulance first"
+
+    category = await user.expect(shown(t("report.ask_category")))
+    assert t("common.back") in category.labels and t("common.quick_exit") in category.labels
+    await user.press(t("report.category.documents_wages"), category)
+    await user.expect(shown(t("report.ask_country")))
+    await user.send(words["thailand"])
+    here = await user.expect(shown(t("report.emergency_header")))
+    assert "191" in here.text and "1669" in here.text and "1300" not in here.text.split("\n")[0]
+    await user.expect(shown(t("report.ask_province")))
+    await user.send(words["place"])
+    await user.press(t("report.affected.me"), await user.expect(shown(t("report.ask_affected"))))
+    await user.expect(shown(t("report.ask_description")))
+    await user.send("I have not been paid for two months / 2 months no pay")
+    await user.expect(shown(t("report.ask_attachments")))
+    await user.send(words["done"])
+    await user.press(t("report.contact.on_check"), await user.expect(shown(t("report.ask_contact"))))
+    await user.expect(shown(t("report.ask_consent")))
+    await user.send(words["yes"])
+
+    receipt = await user.expect(shown(t("report.received", report_code="XXXXXX")[:20]))
+    numbers_after = receipt if "1300" in receipt.text else await user.expect("1300")
+    assert visible_text(t("hotlines.header", country=t("country.TH"))) in numbers_after.text, "the receipt names the country"
+    assert "1300" in numbers_after.text and "191" in numbers_after.text
+    assert t("hotline.kind.trafficking") in numbers_after.text or t("hotline.kind.labour") in numbers_after.text
+    assert "{" not in receipt.text
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+async def test_danger_typed_in_the_middle_of_guidance_shows_the_numbers_then_asks_the_same_question(running_bot: RunningBot, lang: str) -> None:
+    t = lambda key, **kw: running_bot.core.texts.get(lang, key, **kw)  # noqa: E731
+    danger = {"km": "ជួយផង គេចាក់សោខ្ញុំក្នុងបន្ទប់", "lo": "ຊ່ວຍແດ່ ເຂົາຂັງຂ້ອຍໄວ້", "th": "ช่วยด้วย โดนขังอยู่ในห้อง",
+              "vi": "cuu toi voi, ho nhot toi trong phong", "en": "help they locked me in a room"}[lang]
+    user = running_bot.user(5200 + LANGUAGES.index(lang), lang)
+    await user.start_in(running_bot.core.texts, lang)
+    await user.press(t("menu.guidance"))
+    await user.expect(shown(t("guide.ask_origin")))
+    await user.send(danger)
+    numbers = await user.expect(shown(t("report.emergency_header")))
+    assert t("hotline.kind.police") in numbers.text
+    again = await user.expect(".")
+    assert t("country.KH") in again.labels, "the same question comes back with its buttons"
+    await user.press(t("country.LA"), again)
+    await user.expect(shown(t("guide.ask_destination")))
+
+
+@pytest.mark.parametrize("lang", ["km", "vi"])
+async def test_a_yes_typed_in_the_red_flag_check_answers_the_question_and_goes_on(running_bot: RunningBot, lang: str) -> None:
+    t = lambda key, **kw: running_bot.core.texts.get(lang, key, **kw)  # noqa: E731
+    yes = {"km": "បាទ", "vi": "có"}[lang]
+    user = running_bot.user(5300 + LANGUAGES.index(lang), lang)
+    await user.start_in(running_bot.core.texts, lang)
+    await user.send("/redflags")
+    await user.press(t("country.KH") if lang == "vi" else t("country.LA"), await user.expect(shown(t("guide.ask_origin"))))
+    await user.press(t("country.TH"), await user.expect(shown(t("redflags.ask_destination"))))
+    await user.expect(shown(t("redflags.q.social_media")))
+    await user.send(yes)
+    question = await user.expect(shown(t("redflags.q.easy_job")))
+    assert t("common.back") in question.labels and t("common.nav_menu") in question.labels
+    await user.send("?!")
+    again = await user.expect(shown(t("common.reask")))
+    assert t("redflags.yes") in again.labels, "anything else asks the same question again, with its buttons"
+
+
+async def test_a_draft_report_survives_a_detour_and_the_menu_offers_to_continue_it(running_bot: RunningBot) -> None:
+    t = lambda key, **kw: running_bot.core.texts.get("th", key, **kw)  # noqa: E731
+    user = running_bot.user(5401, "th")
+    await user.start_in(running_bot.core.texts, "th")
+    await user.send("/report")
+    await user.send("ไม่")
+    await user.press(t("report.category.recruitment_fraud"), await user.expect(shown(t("report.ask_category"))))
+    await user.expect(shown(t("report.ask_country")))
+
+    await user.send("ขอเบอร์สายด่วนหน่อย")
+    offer = await user.expect(shown(t("common.offer")))
+    assert offer.labels == [t("intent.hotlines"), t("common.continue_report")]
+    await user.press(t("intent.hotlines"), offer)
+    await user.press(t("country.TH"), await user.expect(shown(t("hotlines.pick_country"))))
+    await user.expect(r"1300")
+
+    await user.send("/menu")
+    menu = await user.expect(shown(t("menu.prompt")))
+    assert menu.labels[0] == t("menu.resume_report")
+    await user.press(t("menu.resume_report"), menu)
+    await user.expect(shown(t("report.ask_country")))
+
+    await user.send("/report")
+    offer = await user.expect(shown(t("report.draft_offer")))
+    await user.press(t("report.draft_continue"), offer)
+    back_at = await user.expect(shown(t("report.ask_country")))
+    await user.press(t("common.back"), back_at)
+    await user.expect(shown(t("report.ask_category")))
+
+    await user.send("/cancel")
+    menu = await user.expect(shown(t("cancel.deleted")))
+    assert visible_text(t("menu.prompt")) in menu.text
+    assert t("menu.resume_report") not in menu.labels
+
+
+async def test_a_report_from_a_country_with_no_partner_promises_no_organisation(running_bot: RunningBot) -> None:
+    t = lambda key, **kw: running_bot.core.texts.get("en", key, **kw)  # noqa: E731
+    user = running_bot.user(5402, "en")
+    await user.start_in(running_bot.core.texts, "en")
+    await user.send("/report")
+    await user.send("no")
+    await user.press(t("report.category.other"), await user.expect(shown(t("report.ask_category"))))
+    await user.send("saudi arabia")
+    await user.press(t("report.skip"), await user.expect(shown(t("report.ask_place"))))
+    await user.press(t("report.affected.someone_else"), await user.expect(shown(t("report.ask_affected"))))
+    await user.send("My cousin works as a maid and cannot leave the house.")
+    await user.send("no")
+    await user.press(t("report.contact.none"), await user.expect(shown(t("report.ask_contact"))))
+    consent = await user.expect(shown(t("report.ask_consent_no_partner")))
+    await user.press(t("report.consent.yes_kept"), consent)
+    receipt = await user.expect(shown(t("report.received_kept", report_code="X")[:20]))
+    assert "trusted organisation" not in user.all_text()
+    assert visible_text(t("hotlines.none_verified", country=t("country.SA")))[:40] in receipt.text, "says plainly that no number is confirmed"
+    assert "embassy" not in receipt.text.lower()
