@@ -42,10 +42,15 @@ SCRIPT_LOCALES = (((0x0E00, 0x0E7F), "th"), ((0x0E80, 0x0EFF), "lo"), ((0x1780, 
 ANSWER_MAX_WORDS = 6
 
 _PUNCT = re.compile(r"[^\w\s\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]+")
-_STRETCH = re.compile(r"(.)\1{2,}")
-_LATIN_DOUBLE = re.compile(r"([a-z])\1+")  # "hiii", "helpp", "good" and "god" fold together (examples too)
+_STRETCH = re.compile(r"([^\W\d])\1{2,}")  # stretched letters ("helppp", "ช่วยยยย"); digits stay (1000)
+_LATIN_DOUBLE = re.compile(r"([a-z])\1+")  # "hii", "cuuu" and "cứu" fold together (examples are folded the same way)
 _SPACE = re.compile(r"\s+")
-_VARIANTS = {"\u17d2\u178a": "\u17d2\u178f"}  # Khmer coeng DA written for coeng TA (they look alike)
+_VARIANTS = {
+    "\u17d2\u178a": "\u17d2\u178f",  # Khmer coeng DA written for coeng TA (they look alike)
+    "\u17c6\u17bb": "\u17bb\u17c6",  # Khmer NIKAHIT typed before vowel U on older keyboards (ខ្ញំុ for ខ្ញុំ)
+    "\u0eab\u0e99": "\u0edc", "\u0eab\u0ea1": "\u0edd",  # Lao ຫນ, ຫມ: the older spellings of ໜ, ໝ
+    "\u0ecd\u0eb2": "\u0eb3",  # Lao ໍາ typed for ຳ
+}
 
 
 def normalise(text: str) -> str:
