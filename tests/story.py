@@ -72,5 +72,10 @@ class TelegramUser:
                 return message
         return None
 
+    def named_sources(self, content: object, *ids: str) -> list[str]:
+        """The publishers a person is shown for these source ids, in plain words."""
+        sources = content.sources  # type: ignore[attr-defined]
+        return [sources[i].name or sources[i].publisher for i in ids]
+
     def all_text(self) -> str:
         return "\n".join(m.text for m in self.fake.messages.get(self.id, []))

@@ -495,7 +495,7 @@ async def test_the_offer_comes_once_after_the_first_guidance_journey(running_bot
     await user.start_in(core.texts, "th")
     await guidance_journey(user, core, "th")
     offer = await user.expect(re.escape(th("subscribe.offer")[:30]))
-    assert offer.labels == [th("subscribe.offer_yes"), th("subscribe.offer_no")]
+    assert offer.labels[:2] == [th("subscribe.offer_yes"), th("subscribe.offer_no")]
     await user.send("/menu")  # ignored: it is not asked again anyway
     await user.expect(re.escape(th("menu.prompt")))
     await guidance_journey(user, core, "th")

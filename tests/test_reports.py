@@ -43,8 +43,8 @@ async def in_group(fake: FakeBotApi, chat: int, pattern: str, after: int = 0) ->
 async def report_until_consent(user: TelegramUser, t, *, category: str, danger: bool, country: str, province: str | None,  # type: ignore[no-untyped-def]
                                description: str, contact: str) -> None:
     await user.send("/report")
-    await user.press(t("report.category." + category))
     await user.press(t("report.danger.yes" if danger else "report.danger.no"))
+    await user.press(t("report.category." + category))
     await user.press(t(f"country.{country}"))
     if province:
         await user.press(t(f"province.{country}.{province}"))
@@ -82,12 +82,12 @@ async def test_a_vietnamese_speaker_reports_an_urgent_case_in_thailand_and_a_ban
     await user.start_in(texts, "vi")
 
     await user.send("/report")
-    await user.press(vi("report.category.trafficking"))
     await user.press(vi("report.danger.yes"))
     numbers = await user.expect(re.escape(visible_text(vi("report.emergency_header"))))
     assert "191" in numbers.text and "113" in numbers.text and "117" in numbers.text
-    question = await user.expect(re.escape(vi("report.ask_country")))
+    question = await user.expect(re.escape(vi("report.ask_category")))
     assert numbers.message_id < question.message_id, "the emergency numbers come before any further question"
+    await user.press(vi("report.category.trafficking"), question)
 
     await user.press(vi("country.TH"))
     await user.press(vi("province.TH.bangkok"))
@@ -222,8 +222,8 @@ async def test_quick_exit_leaves_no_message_of_the_report_in_the_chat(running_bo
     before = max(m.message_id for m in fake.messages[6006])
 
     await user.send("/report")
-    await user.press(km("report.category.recruitment_fraud"))
     await user.press(km("report.danger.no"))
+    await user.press(km("report.category.recruitment_fraud"))
     await user.press(km("country.KH"))
     await user.send("Poipet")
     await user.press(km("report.affected.someone_else"))

@@ -235,11 +235,12 @@ class Engine:
             return await self._enter(turn, intent or "start")
         understood = self.understander.understand(text, turn.lang)
         target = self.understander.intent_flows.get(understood.intent)
+        if not understood.danger_word and understood.score < OFFER_SCORE:
+            keyword_flow = self._intent_from_text(turn, text)  # an NGO's own keywords decide what the examples leave open
+            if keyword_flow is not None:
+                return await self._enter(turn, keyword_flow)
         if understood.intent != UNKNOWN and target in self.flows.flows:
             return await self._enter_with_slots(turn, target, understood.slots)
-        intent = self._intent_from_text(turn, text)
-        if intent is not None:
-            return await self._enter(turn, intent)
         turn.say("common.not_understood")
         suggestions = [Button(OPEN_FLOW + flow, turn.text(f"intent.{name}"))
                        for name, score in understood.runners_up
