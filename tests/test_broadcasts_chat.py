@@ -525,3 +525,25 @@ async def test_an_admin_who_switches_to_khmer_gets_the_staff_menu_in_khmer(runni
     await admin.press("ភាសាខ្មែរ")
     khmer = core.texts.get("km", "command.broadcast")
     await fake.wait_for(lambda: any(c["description"] == khmer for c in fake.chat_commands.get(ADMIN, [])))
+
+
+async def test_staff_composing_a_broadcast_can_type_skip_and_a_sentence_with_skip_in_it_is_a_text(running_bot: RunningBot) -> None:
+    core = running_bot.core
+    en = texts_of(core, "en")
+    admin = running_bot.user(ADMIN, "en")
+    await admin.start_in(core.texts, "en")
+    await admin.send("/broadcast")
+    await admin.expect(re.escape(en("broadcast.ask_name")[:30]))
+    await admin.send("Typed skips")
+    await admin.expect(shown(en("broadcast.ask_text.km")))
+    await admin.send("skip")
+    await admin.expect(shown(en("broadcast.ask_text.lo")))
+    await admin.send("Skip")
+    await admin.expect(shown(en("broadcast.ask_text.th")))
+    await admin.send("skip")
+    await admin.expect(shown(en("broadcast.ask_text.vi")))
+    await admin.send("skip")
+    await admin.expect(shown(en("broadcast.ask_text.en")))
+    await admin.send("Do not skip the checks before you pay a broker.")
+    after = await admin.expect(".")
+    assert en("broadcast.ask_text.en") not in after.text, "a sentence that contains 'skip' is the English text"

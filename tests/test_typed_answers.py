@@ -160,3 +160,31 @@ async def test_a_report_from_a_country_with_no_partner_promises_no_organisation(
     assert "trusted organisation" not in user.all_text()
     assert visible_text(t("hotlines.none_verified", country=t("country.SA")))[:40] in receipt.text, "says plainly that no number is confirmed"
     assert "embassy" not in receipt.text.lower()
+
+
+async def test_a_message_that_matches_nothing_well_gets_the_nearest_choices_as_buttons(running_bot: RunningBot) -> None:
+    t = lambda key, **kw: running_bot.core.texts.get("en", key, **kw)  # noqa: E731
+    user = running_bot.user(5403, "en")
+    await user.start_in(running_bot.core.texts, "en")
+    await user.send("maybe something about my boss and money")
+    offer = await user.expect(shown(t("common.did_you_mean")))
+    assert 1 <= len(offer.labels) <= 3 and all(label.startswith(("🏠", "❓", "🌐", "☎️", "🚨", "🧭", "🏢", "🚩", "⚠️", "🔎", "📝", "📄", "🗑", "🔔", "🔕"))
+                                                for label in offer.labels)
+    await user.press(offer.labels[0], offer)
+    opened = await user.expect(".")
+    assert opened.labels, "the choice opens a journey"
+
+
+@pytest.mark.parametrize("command", ["/redflags", "/scam", "/selfcheck"])
+async def test_quick_exit_is_on_every_screen_of_the_checks_a_watched_phone_may_show(running_bot: RunningBot, command: str) -> None:
+    t = lambda key, **kw: running_bot.core.texts.get("en", key, **kw)  # noqa: E731
+    user = running_bot.user(5500 + ["/redflags", "/scam", "/selfcheck"].index(command), "en")
+    await user.start_in(running_bot.core.texts, "en")
+    await user.send(command)
+    first = await user.expect(".")
+    await running_bot.fake.wait_for(lambda: running_bot.fake.sent_to(user.id)[-1].labels)
+    with_buttons = running_bot.fake.sent_to(user.id)[-1]
+    assert t("common.quick_exit") in with_buttons.labels
+    await user.press(t("common.quick_exit"), with_buttons)
+    await user.expect(shown(t("quick_exit.cover")))
+    assert first.deleted or first.text == t("quick_exit.cover")

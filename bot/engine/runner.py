@@ -321,12 +321,12 @@ class Engine:
             if choice.keywords and any(contains_keyword(text, kw) for kw in self._keywords(turn, choice.keywords)):
                 return choice
         danger = self.understander.is_danger_word(normalise(text), turn.lang)
-        answer = None if danger else self.understander.answer(text, turn.lang)
+        answer = None if danger else self.understander.answer(text, turn.lang, whole=bool(step.ask))
         if answer is not None:
             meant = next((c for c in visible if answer in c.means), None)
             if meant is not None:
                 return meant
-        country = self.understander.country(text, turn.lang)
+        country = None if step.ask else self.understander.country(text, turn.lang)
         if country is not None:
             return next((c for c in visible if c.id == country or country in c.set.values()), None)
         return None
