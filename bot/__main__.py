@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from bot import features
-from bot.app import configure_logging, rotate_keys, run_telegram, run_terminal
+from bot.app import StartupError, configure_logging, rotate_keys, run_telegram, run_terminal
+from bot.outbox import CannotContinue
 from bot.check import check_project, format_report
 from bot.settings import PROJECT_ROOT, load_settings
 from bot.understand_cli import EVAL_SET, run_understand
@@ -70,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_telegram(settings))
     except KeyboardInterrupt:
         pass
+    except StartupError as exc:
+        print(f"saferoute: {exc}", file=sys.stderr)
+        return 2
+    except CannotContinue as exc:
+        print(f"saferoute: stopped: {exc}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -22,9 +22,14 @@ from bot.inbox import Inbox
 from bot.outbox import Outbox
 from bot.scheduler import Clock
 from bot.settings import Settings
+from bot.supervise import supervise
 from storage import Database, connect, crypto
 
 T = TypeVar("T")
+
+
+class StartupError(Exception):
+    """The bot cannot start as configured; the message says what to change."""
 
 
 @dataclass
@@ -83,15 +88,20 @@ async def run_telegram(settings: Settings) -> None:
     core = await build_core(settings)
     channel = TelegramChannel(settings.telegram_bot_token, settings.telegram_api_base_url, core.conversations, core.inbox,
                               core.outbox, core.flows, core.texts, poll_timeout=settings.poll_timeout, rate=settings.rate)
-    senders = [sender for feature in features.modules() if hasattr(feature, "senders") for sender in feature.senders(core)]
-    running = [asyncio.create_task(sender.run()) for sender in senders]
-    clock = Clock([job for feature in features.modules() if hasattr(feature, "jobs") for job in feature.jobs(core)]).start()
     api = None
     if settings.api_port:
         from bot.api.app import serve
         from bot.features.broadcasts import feature as broadcasts
 
-        api = await serve(broadcasts(core), settings.api_host, settings.api_port)
+        try:
+            api = await serve(broadcasts(core), settings.api_host, settings.api_port)
+        except OSError as exc:
+            await core.close()
+            raise StartupError(f"the staff API cannot listen on {settings.api_host}:{settings.api_port} ({exc.strerror or exc}); "
+                               "choose another API_PORT, or API_PORT=0 to turn it off") from exc
+    senders = [sender for feature in features.modules() if hasattr(feature, "senders") for sender in feature.senders(core)]
+    running = [asyncio.create_task(supervise(f"{sender.channel} sender", sender.run)) for sender in senders]
+    clock = Clock([job for feature in features.modules() if hasattr(feature, "jobs") for job in feature.jobs(core)]).start()
     # Everything loaded so far (flows, texts, library modules) lives as long as the process;
     # frozen, it is no longer walked by every full garbage collection, whose pauses otherwise
     # stalled sending several times a second in a large broadcast.

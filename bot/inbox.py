@@ -71,16 +71,24 @@ class Inbox:
         row.handled_at = utcnow()
         session.add(row)
 
-    async def mark_failed(self, channel: str, key: str) -> None:
-        """A poison event: kept (without content) so it is not retried forever."""
+    async def mark_failed(self, channel: str, key: str, error: str = "", attempts: int = 1) -> None:
+        """A poison event, set aside in the dead-letter list (status failed, with the type of
+        its error and without its content) so that it is not retried for ever and the chat's
+        later events go on."""
         async with self.db.transaction() as session:
             row = (await session.exec(select(InboxEvent).where(InboxEvent.channel == channel, InboxEvent.event_key == key))).first()
-            if row is not None:
-                row.attempts += 1
-                if row.attempts >= 3:
-                    row.status = "failed"
-                    row.payload = None
+            if row is not None and row.status == "pending":
+                row.attempts += attempts
+                row.status = "failed"
+                row.payload = None
+                row.error = error[:120] or None
+                row.handled_at = utcnow()
                 session.add(row)
+
+    async def dead_letters(self, limit: int = 50) -> list[InboxEvent]:
+        async with self.db.session() as session:
+            return list(await session.exec(
+                select(InboxEvent).where(InboxEvent.status == "failed").order_by(col(InboxEvent.id).desc()).limit(limit)))
 
     async def count(self, status: str) -> int:
         async with self.db.session() as session:

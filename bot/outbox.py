@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable
@@ -62,6 +63,19 @@ class Rejected(DeliveryError):
     """The platform refused this row for good (bad request)."""
 
 
+class ChatMoved(DeliveryError):
+    """The chat has a new id (a group upgraded to a supergroup): send there instead."""
+
+    def __init__(self, new_chat: str) -> None:
+        super().__init__("chat moved")
+        self.new_chat = new_chat
+
+
+class CannotContinue(Exception):
+    """Nothing can be sent by anyone until a person acts (a revoked token, another instance
+    polling the same bot): the bot stops loudly rather than keep failing quietly."""
+
+
 class NotSentYet(Exception):
     """A row refers to an earlier row (e.g. a photo replying to a case card) that has not
     been sent yet."""
@@ -73,9 +87,10 @@ Deliver = Callable[[OutboxMessage, dict[str, Any]], Awaitable[str | None]]
 @dataclass
 class Outcome:
     row: OutboxMessage
-    status: str  # sent, failed, unreachable, retry, later
+    status: str  # sent, failed, unreachable, retry, later, moved
     ref: str | None = None
     after: float = 0.0
+    chat: str | None = None  # moved: the chat's new id (a group that became a supergroup)
 
 
 class Outbox:
@@ -142,35 +157,57 @@ class Outbox:
                 if len(rows) >= limit:
                     break
             if rows:
+                token = secrets.token_hex(8)
                 await session.exec(
                     update(OutboxMessage).where(col(OutboxMessage.id).in_([r.id for r in rows]))  # type: ignore[call-overload]
-                    .values(status="sending", attempts=OutboxMessage.attempts + 1, not_before=now + self.lease)
+                    .values(status="sending", attempts=OutboxMessage.attempts + 1, not_before=now + self.lease, claim_token=token)
+                    .execution_options(synchronize_session=False)
                 )
                 for row in rows:
-                    row.attempts += 1
+                    session.expunge(row)  # what the claim wrote is mirrored here; nothing is flushed twice
+                    row.attempts, row.status, row.claim_token = row.attempts + 1, "sending", token
             return rows
+
+    async def renew(self, rows: list[OutboxMessage]) -> None:
+        """Keep holding rows whose send (or a 429 pause) outlasts part of the lease, so that
+        no other sender takes them over while this one still may deliver them."""
+        if not rows:
+            return
+        until = utcnow() + self.lease
+        async with self.db.transaction() as session:
+            for token in {r.claim_token for r in rows}:
+                await session.exec(
+                    update(OutboxMessage)  # type: ignore[call-overload]
+                    .where(col(OutboxMessage.id).in_([r.id for r in rows if r.claim_token == token]),
+                           OutboxMessage.status == "sending", OutboxMessage.claim_token == token)
+                    .values(not_before=until).execution_options(synchronize_session=False)
+                )
 
     async def settle(self, outcomes: list[Outcome]) -> None:
         """Record what happened to a batch of rows, in one transaction."""
         if not outcomes:
             return
         now = utcnow()
+        table = OutboxMessage.__table__  # type: ignore[attr-defined]
+        held = (table.c.id == bindparam("row_id")) & (table.c.status == "sending") & (table.c.claim_token == bindparam("token"))
         async with self.db.transaction() as session:
-            done = [{"row_id": o.row.id, "outcome": o.status, "ref": o.ref}
+            connection = await session.connection()
+            done = [{"row_id": o.row.id, "token": o.row.claim_token, "outcome": o.status, "ref": o.ref}
                     for o in outcomes if o.status in ("sent", "failed", "unreachable")]
             if done:
-                # Core executemany: the ORM's bulk update cost a tenth of the CPU at 1000/s.
-                table = OutboxMessage.__table__  # type: ignore[attr-defined]
-                settle = (table.update().where(table.c.id == bindparam("row_id"))
-                          .values(status=bindparam("outcome"), result_ref=bindparam("ref"), sent_at=now, payload=None))
-                await (await session.connection()).execute(settle, done)
+                # Core executemany: the ORM's bulk update cost a tenth of the CPU at 1000/s. A
+                # compare-and-set on the claim: a row cancelled, stopped or taken over by another
+                # claim since keeps what happened to it.
+                settle = table.update().where(held).values(status=bindparam("outcome"), result_ref=bindparam("ref"), sent_at=now,
+                                                           payload=None, claim_token=None)
+                await connection.execute(settle, done)
             for o in outcomes:
-                if o.status in ("retry", "later"):
-                    await session.exec(
-                        update(OutboxMessage).where(col(OutboxMessage.id) == o.row.id)  # type: ignore[call-overload]
-                        .values(status="pending", not_before=now + timedelta(seconds=o.after),
-                                attempts=OutboxMessage.attempts - (1 if o.status == "later" else 0))
-                    )
+                if o.status in ("retry", "later", "moved"):
+                    values: dict[str, Any] = {"status": "pending", "not_before": now + timedelta(seconds=o.after), "claim_token": None,
+                                              "attempts": table.c.attempts - (0 if o.status == "retry" else 1)}
+                    if o.status == "moved" and o.chat:
+                        values["chat"] = o.chat
+                    await connection.execute(table.update().where(held).values(**values), {"row_id": o.row.id, "token": o.row.claim_token})
             gone = {(o.row.channel, o.row.chat) for o in outcomes if o.status == "unreachable"}
             for channel, chat in gone:
                 await session.exec(
@@ -290,6 +327,8 @@ class Sender:
         self._unsettled: list[Outcome] = []
         self._settling = asyncio.Lock()
         self._stopping = False
+        self._held: dict[int, OutboxMessage] = {}
+        self._stopped = asyncio.Event()
 
     async def stop(self, running: asyncio.Task[None], grace: float = 5.0) -> None:
         """Let the lanes finish what they hold (recording every outcome), then end."""
@@ -314,7 +353,27 @@ class Sender:
             handled += len(rows)
 
     async def run(self) -> None:
-        await _all_or_none([self._reply_lane(), self._bulk_lane()])
+        self._stopped.clear()
+        try:
+            await _all_or_none([self._lanes(), self._keep_leases()])
+        finally:
+            self._stopped.set()
+
+    async def _lanes(self) -> None:
+        try:
+            await _all_or_none([self._reply_lane(), self._bulk_lane()])
+        finally:
+            self._stopped.set()
+
+    async def _keep_leases(self) -> None:
+        """Renew the lease of every row held longer than a third of it (a slow send, a long
+        429 pause), so that it is never sent by someone else while this sender may still."""
+        every = max(0.5, self.outbox.lease.total_seconds() / 3)
+        while not self._stopped.is_set():
+            try:
+                await asyncio.wait_for(self._stopped.wait(), every)
+            except TimeoutError:
+                await self.outbox.renew(list(self._held.values()))
 
     async def _reply_lane(self) -> None:
         while not self._stopping:
@@ -365,6 +424,7 @@ class Sender:
         by_chat: defaultdict[str, list[OutboxMessage]] = defaultdict(list)
         for row in rows:
             by_chat[row.chat].append(row)
+            self._held[row.id] = row  # type: ignore[index]
         if avoid:
             waiting = [row for chat in avoid & by_chat.keys() for row in by_chat.pop(chat)]
             await self._record([Outcome(row, "later", after=self.per_chat_interval) for row in waiting])
@@ -383,6 +443,8 @@ class Sender:
         await self._record([])
 
     async def _record(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            self._held.pop(outcome.row.id, None)  # type: ignore[arg-type]
         self._unsettled.extend(outcomes)
         while self._unsettled and not self._settling.locked():
             async with self._settling:
@@ -426,6 +488,16 @@ class Sender:
         except Rejected as exc:
             log.error("outbox %s: rejected by the platform: %s", row.id, exc)
             return Outcome(row, "failed")
+        except ChatMoved as exc:
+            log.warning("outbox %s: the chat has a new id; sending there", row.id)
+            return Outcome(row, "moved", chat=exc.new_chat)
+        except (CannotContinue, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # an error no one foresaw must not stop every other send
+            too_many = self.max_attempts is not None and row.attempts >= self.max_attempts
+            log.error("outbox %s: unexpected %s on attempt %d%s", row.id, type(exc).__name__, row.attempts,
+                      "; giving up" if too_many else "", exc_info=log.isEnabledFor(logging.DEBUG))
+            return Outcome(row, "failed") if too_many else Outcome(row, "retry", after=min(2.0 ** row.attempts, 300.0))
         finally:
             if self.limiter is not None:
                 self.limiter.release(permit)

@@ -62,6 +62,7 @@ class InboxEvent(SQLModel, table=True):
     attempts: int = Field(default=0)
     received_at: datetime = Field(default_factory=utcnow)
     handled_at: datetime | None = None
+    error: str | None = Field(default=None, max_length=120, description="Why handling failed: the exception's type, never its text.")
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -86,3 +87,4 @@ class OutboxMessage(SQLModel, table=True):
     sent_at: datetime | None = None
     result_ref: str | None = Field(default=None, max_length=64, description="Platform id of what was sent.")
     batch: str | None = Field(default=None, max_length=32, index=True, description="What the row belongs to, e.g. run:12 of a campaign.")
+    claim_token: str | None = Field(default=None, max_length=32, description="Which claim holds the row; only it may record the outcome.")

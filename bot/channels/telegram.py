@@ -18,7 +18,7 @@ from typing import Any
 from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram import Message as TgMessage
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TimedOut
+from telegram.error import BadRequest, ChatMigrated, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.warnings import PTBUserWarning
 
@@ -28,7 +28,8 @@ from bot.engine.events import Event, Message
 from bot.engine.flows import FlowSet
 from bot.engine.i18n import SOURCE_LANGUAGE, Translator
 from bot.inbox import ChatLocks, Inbox
-from bot.outbox import NotSentYet, Outbox, RateLimiter, Rejected, RecipientGone, RetryLater, Sender
+from bot.outbox import CannotContinue, ChatMoved, NotSentYet, Outbox, RateLimiter, Rejected, RecipientGone, RetryLater, Sender
+from bot.supervise import supervise
 from storage.models import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -132,14 +133,22 @@ class TelegramChannel:
         self._offset = highest + 1 if highest is not None else None
 
     async def run(self) -> None:
-        """Start, then fetch and send until request_stop()."""
+        """Start, then fetch and send until request_stop(). The sender is supervised: a crash
+        is logged and it restarts; an error no restart can heal stops the whole bot."""
         await self.start()
-        sender = asyncio.create_task(self.sender.run(), name="telegram-sender")
+        sender = asyncio.create_task(supervise("telegram sender", self.sender.run, stopping=self._stopping.is_set), name="telegram-sender")
+        sender.add_done_callback(self._sender_ended)
         try:
             await self.fetch_forever()
         finally:
             await self.sender.stop(sender)
             await self.stop()
+        if sender.done() and not sender.cancelled() and sender.exception() is not None:
+            raise sender.exception()  # type: ignore[misc]
+
+    def _sender_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.request_stop()
 
     def request_stop(self) -> None:
         """Stop at a safe point: only the waiting long poll is interrupted, never a database
@@ -181,10 +190,18 @@ class TelegramChannel:
             except asyncio.CancelledError:
                 if not self._stopping.is_set():
                     raise
-            except InvalidToken:
-                raise
+            except (InvalidToken, Conflict) as exc:
+                raise CannotContinue(f"Telegram refused getUpdates: {type(exc).__name__} (a revoked token, or another "
+                                     "instance polling the same bot)") from exc
             except (NetworkError, TimedOut) as exc:
                 log.warning("getUpdates failed (%s); retrying in %.0fs", type(exc).__name__, backoff)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                except TimeoutError:
+                    pass
+                backoff = min(backoff * 2, 60)
+            except Exception as exc:  # e.g. the database busy past its timeout: nothing was confirmed, so it is fetched again
+                log.error("fetching updates failed (%s); retrying in %.0fs", type(exc).__name__, backoff)
                 try:
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 except TimeoutError:
@@ -225,19 +242,24 @@ class TelegramChannel:
         async with self.locks.hold(self._chat_of(update)):
             try:
                 await self.app.process_update(update)
-            except Exception:
-                log.exception("update %s failed", update.update_id)
-                await self.inbox.mark_failed(CHANNEL, str(update.update_id))
+            except Exception as exc:
+                log.error("update %s failed: %s", update.update_id, type(exc).__name__)
+                await self.inbox.mark_failed(CHANNEL, str(update.update_id), type(exc).__name__)
 
     async def resume_pending(self) -> None:
-        """Handle updates that were stored but not finished before the last stop."""
+        """Handle updates that were stored but not finished before the last stop: scheduled
+        like new ones (in order within a chat, chats concurrently), so polling starts at once."""
         pending = await self.inbox.pending(CHANNEL)
         if pending:
             log.info("resuming %d stored update(s)", len(pending))
         for row in pending:
-            update = Update.de_json(json.loads(row.payload or "{}"), self.app.bot)
+            try:
+                update = Update.de_json(json.loads(row.payload or "{}"), self.app.bot)
+            except Exception as exc:
+                await self.inbox.mark_failed(CHANNEL, row.event_key, type(exc).__name__)
+                continue
             if update is not None:
-                await self._dispatch(update)
+                self._schedule(update)
 
     async def idle(self) -> None:
         """Wait until every scheduled update has been handled (used by tests and shutdown)."""
@@ -247,8 +269,13 @@ class TelegramChannel:
     # -- the one handler ------------------------------------------------------------------------
 
     async def _on_update(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        converted = event_from_update(update)
         key = str(update.update_id)
+        try:
+            converted = event_from_update(update)
+        except Exception as exc:  # python-telegram-bot would only log it; the update would stay pending for ever
+            log.error("update %s cannot be read (%s); set aside", key, type(exc).__name__)
+            await self.inbox.mark_failed(CHANNEL, key, type(exc).__name__)
+            return
         if converted is None:
             row = await self.inbox.get(CHANNEL, key)
             if row is not None and row.status == "pending":
@@ -257,14 +284,17 @@ class TelegramChannel:
                     await Inbox.mark_done(session, row)  # type: ignore[arg-type]
             return
         event, receipts = converted
+        error = ""
         for attempt in range(HANDLE_ATTEMPTS):
             try:
                 await self.conversations.handle(event, inbox_key=key, receipts=receipts)
                 return
             except Exception as exc:  # the database may be briefly unavailable
-                log.warning("update %s: attempt %d failed (%s)", key, attempt + 1, type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
+                error = type(exc).__name__
+                log.warning("update %s: attempt %d failed (%s)", key, attempt + 1, error, exc_info=log.isEnabledFor(logging.DEBUG))
                 await asyncio.sleep(0.2 * 2**attempt)
-        log.error("update %s: giving up for now; it stays in the inbox for the next start", key)
+        log.error("update %s: set aside after %d attempts (%s); `python -m bot stats` lists it", key, HANDLE_ATTEMPTS, error)
+        await self.inbox.mark_failed(CHANNEL, key, error, HANDLE_ATTEMPTS)
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -330,6 +360,10 @@ class TelegramChannel:
         except RetryAfter as exc:
             after = exc.retry_after.total_seconds() if hasattr(exc.retry_after, "total_seconds") else float(exc.retry_after)
             raise RetryLater(after, pause_all=True) from exc
+        except ChatMigrated as exc:
+            raise ChatMoved(str(exc.new_chat_id)) from exc
+        except (InvalidToken, Conflict) as exc:
+            raise CannotContinue(f"Telegram refused the bot: {type(exc).__name__}") from exc
         except Forbidden as exc:
             raise RecipientGone() from exc
         except BadRequest as exc:

@@ -1,0 +1,155 @@
+"""Nothing lost, nothing sent twice: the outbox's claim is a lease that the sender renews,
+an outcome is recorded only by the claim that holds the row, an unforeseen error never
+stops the sender, and an update that cannot be handled is set aside instead of blocking.
+Every test runs on SQLite and, with TEST_DATABASE_URL, on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlmodel import col, select, update
+
+from bot.outbox import CannotContinue, ChatMoved, Outbox, Sender
+from bot.supervise import supervise
+from storage import connect
+from storage.models import InboxEvent, OutboxMessage
+from tests.conftest import RunningBot
+
+
+async def queue(outbox: Outbox, chats: list[str]) -> list[int]:
+    async with outbox.db.transaction() as session:
+        rows = [Outbox.add(session, "test", chat, "message", {"text": f"to {chat}"}) for chat in chats]
+        await session.flush()
+        return [row.id for row in rows]  # type: ignore[misc]
+
+
+async def statuses(outbox: Outbox) -> Counter[str]:
+    async with outbox.db.session() as session:
+        return Counter((await session.exec(select(OutboxMessage.status))).all())
+
+
+async def test_two_senders_with_a_lease_shorter_than_a_send_deliver_each_row_once(database_url: str) -> None:
+    """The reproduction: a 1 s lease and a 1.5 s send delivered 4 rows 8 times."""
+    db = await connect(database_url)
+    outbox = Outbox(db, lease=timedelta(seconds=1))
+    delivered: Counter[int] = Counter()
+
+    async def slow(row: OutboxMessage, payload: dict[str, Any]) -> str:
+        delivered[row.id] += 1  # type: ignore[index]
+        await asyncio.sleep(1.5)
+        return str(row.id)
+
+    ids = await queue(outbox, ["a", "b", "c", "d"])
+    senders = [Sender(outbox, "test", slow, idle_poll=0.1) for _ in range(2)]
+    tasks = [asyncio.create_task(s.run()) for s in senders]
+    deadline = time.monotonic() + 20
+    while (await statuses(outbox)).get("sent", 0) < 4:
+        assert time.monotonic() < deadline, await statuses(outbox)
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.2)  # a lease that ran out would be claimed again by now
+    for sender, task in zip(senders, tasks):
+        await sender.stop(task)
+    assert delivered == Counter({i: 1 for i in ids}), "each row delivered exactly once"
+    await db.close()
+
+
+async def test_a_row_cancelled_while_it_is_being_sent_stays_cancelled(database_url: str) -> None:
+    db = await connect(database_url)
+    outbox = Outbox(db)
+    [row_id] = await queue(outbox, ["a"])
+    [claimed] = await outbox.claim("test")
+    async with db.transaction() as session:  # /stop or a campaign cancel, meanwhile
+        await session.exec(update(OutboxMessage).where(col(OutboxMessage.id) == row_id).values(status="cancelled"))  # type: ignore[call-overload]
+    from bot.outbox import Outcome
+    await outbox.settle([Outcome(claimed, "retry", after=0)])
+    assert await statuses(outbox) == Counter({"cancelled": 1}), "a retry does not revive it"
+    await db.close()
+
+
+async def test_each_claim_counts_one_attempt(database_url: str) -> None:
+    db = await connect(database_url)
+    outbox = Outbox(db, lease=timedelta(seconds=0))
+    [row_id] = await queue(outbox, ["a"])
+    for expected in (1, 2, 3):
+        [claimed] = await outbox.claim("test")
+        assert claimed.attempts == expected
+        async with db.session() as session:
+            assert (await session.get(OutboxMessage, row_id)).attempts == expected  # type: ignore[union-attr]
+    await db.close()
+
+
+async def test_a_chat_that_moved_gets_the_message_at_its_new_id_and_an_unforeseen_error_stops_nothing(database_url: str) -> None:
+    """The reproduction: after a ChatMigrated answer a new user's /start got no reply."""
+    db = await connect(database_url)
+    outbox = Outbox(db)
+    sent: list[str] = []
+
+    async def deliver(row: OutboxMessage, payload: dict[str, Any]) -> str:
+        if row.chat == "-100":
+            raise ChatMoved("-1009999")
+        if row.chat == "boom" and row.attempts == 1:
+            raise KeyError("something no one foresaw")
+        sent.append(row.chat)
+        return "1"
+
+    await queue(outbox, ["-100", "boom", "new-user"])
+    sender = Sender(outbox, "test", deliver, idle_poll=0.05)
+    task = asyncio.create_task(sender.run())
+    deadline = time.monotonic() + 15
+    while sorted(sent) != ["-1009999", "boom", "new-user"]:
+        assert time.monotonic() < deadline and not task.done(), sent
+        await asyncio.sleep(0.05)
+    await sender.stop(task)
+    assert not task.exception() if task.done() and not task.cancelled() else True
+    await db.close()
+
+
+async def test_supervision_restarts_a_crash_and_stops_on_what_cannot_heal() -> None:
+    runs: list[int] = []
+
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise RuntimeError("crash")
+
+    await supervise("flaky", flaky, first_pause=0.01)
+    assert len(runs) == 3, "restarted until it ran through"
+
+    async def revoked() -> None:
+        raise CannotContinue("token revoked")
+
+    with pytest.raises(CannotContinue):
+        await supervise("revoked", revoked, first_pause=0.01)
+
+
+async def test_a_forged_partner_button_is_set_aside_and_the_chat_goes_on(running_bot: RunningBot) -> None:
+    """The reproduction: a forged press raising OverflowError stayed pending and was
+    replayed at every start."""
+    fake, core = running_bot.fake, running_bot.core
+    fake.add_group(-100777, "Some group")
+    fake.add_user(9911, "Forger")
+    forged = {"id": "1", "from": {"id": 9911, "is_bot": False, "first_name": "Forger"}, "chat_instance": "1",
+              "message": {"message_id": 1, "date": 0, "chat": {"id": -100777, "type": "supergroup", "title": "Some group"},
+                          "from": {"id": fake.bot["id"], "is_bot": True, "first_name": "Bot"}, "text": "card"},
+              "data": "p:ack:99999999999999999999"}
+    key = await fake.push_update({"update_id": 990001, "callback_query": forged})
+    user = running_bot.user(9912, "en")
+    await user.send("/start")
+    await user.expect("")
+
+    async def status() -> str | None:
+        async with core.db.session() as session:
+            row = (await session.exec(select(InboxEvent).where(InboxEvent.event_key == str(key)))).first()
+            return row.status if row else None
+
+    deadline = time.monotonic() + 15
+    while await status() == "pending" or await status() is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert await status() in ("done", "failed"), "never left pending"
+    assert not await core.inbox.pending("telegram")
