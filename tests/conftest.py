@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -49,8 +49,15 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return PG_URL
 
 
+@pytest.fixture(autouse=True)
+def no_bot_process_outlives_its_test() -> Iterator[None]:
+    yield
+    from tests.processes import BotProcess
+    BotProcess.kill_leftovers()
+
+
 @pytest.fixture
-def daytime(monkeypatch: pytest.MonkeyPatch) -> None:
+def daytime(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """It is 03:00 UTC (10:00 in Bangkok and Ho Chi Minh City, outside quiet hours) in this
     test and in the bot processes it starts, whatever the hour the suite runs at."""
     monkeypatch.setenv(clock.ENV, "03:00")

@@ -18,12 +18,26 @@ from tests.fakes.bot_api import FakeBotApi
 
 
 class BotProcess:
+    """A real `python -m bot run`. The staff API is off unless a test asks for it (no test
+    guesses a port), and a process a failing test left running is killed after the test."""
+
+    running: set[BotProcess] = set()
+
     def __init__(self, fake: FakeBotApi, database_url: str, log: Path, **settings: str) -> None:
         env = {**os.environ, "TELEGRAM_BOT_TOKEN": fake.token, "TELEGRAM_API_BASE_URL": fake.base_url,
-               "DATABASE_URL": database_url, "POLL_TIMEOUT": "2", "OUTBOX_LEASE_SECONDS": "1", **settings}
+               "DATABASE_URL": database_url, "POLL_TIMEOUT": "2", "OUTBOX_LEASE_SECONDS": "1", "API_PORT": "0", **settings}
         with log.open("ab") as out:
             self.process = subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=PROJECT_ROOT, env=env,
                                             stdout=out, stderr=out)
+        BotProcess.running.add(self)
+
+    @classmethod
+    def kill_leftovers(cls) -> None:
+        for bot in list(cls.running):
+            if bot.process.poll() is None:
+                bot.process.kill()
+                bot.process.wait(10)
+            cls.running.discard(bot)
 
     @classmethod
     def on_sqlite(cls, fake: FakeBotApi, db_path: Path, **settings: str) -> BotProcess:

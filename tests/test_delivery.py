@@ -6,6 +6,7 @@ Every test runs on SQLite and, with TEST_DATABASE_URL, on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from datetime import timedelta
@@ -19,6 +20,7 @@ from bot.supervise import supervise
 from storage import connect
 from storage.models import InboxEvent, OutboxMessage
 from tests.conftest import RunningBot
+from tests.fakes.bot_api import visible_text
 
 
 async def queue(outbox: Outbox, chats: list[str]) -> list[int]:
@@ -153,3 +155,70 @@ async def test_a_forged_partner_button_is_set_aside_and_the_chat_goes_on(running
         await asyncio.sleep(0.05)
     assert await status() in ("done", "failed"), "never left pending"
     assert not await core.inbox.pending("telegram")
+
+
+@pytest.mark.parametrize("description", ["Word " * 798, "😀" * 2000, "<&>" * 1330])
+async def test_a_description_too_long_for_one_card_reaches_the_partner_whole(running_bot: RunningBot, description: str) -> None:
+    """The reproduction: a 3,990-character description made the card longer than 4,096;
+    it was rejected while the reporter was told the report was received."""
+    from tests.test_reports import BANGKOK, in_group, partner_groups, report_until_consent
+    fake, texts = running_bot.fake, running_bot.core.texts
+    en = lambda key, **p: texts.get("en", key, **p)  # noqa: E731
+    partner_groups(fake)
+    user = running_bot.user(6801 + len(description) % 7, "en")
+    await user.start_in(texts, "en")
+    await report_until_consent(user, en, category="documents_wages", danger=False, country="TH", province="bangkok",
+                               description=description, contact="anytime")
+    await user.press(en("report.consent.yes"))
+    received = await user.expect("Your report has been received")
+    code = received.text.split("code is ")[1][:6]
+    card = await in_group(fake, BANGKOK, code)
+    assert "🙋 Claim" in card.labels, "the card keeps its buttons"
+    await fake.wait_for(lambda: "".join(m.text for m in fake.bot_messages(BANGKOK)).replace("\n", "").count(description.strip()[-30:]) >= 1)
+    thread = [m for m in fake.bot_messages(BANGKOK) if m.message_id == card.message_id or m.reply_to == card.message_id]
+    words = "".join(m.text.split(":", 1)[-1] if m.message_id != card.message_id else m.text for m in thread)
+    assert words.replace(" ", "").replace("\n", "").replace("…", "").count(description.replace(" ", "")) == 1, "every word arrives, once"
+    async with running_bot.core.db.session() as session:
+        assert not (await session.exec(select(OutboxMessage).where(OutboxMessage.status == "failed"))).all()
+
+
+async def test_a_caseworker_reply_of_4000_characters_reaches_the_reporter(running_bot: RunningBot) -> None:
+    from tests.test_reports import BANGKOK, CASEWORKER, in_group, partner_groups, report_until_consent
+    fake, texts = running_bot.fake, running_bot.core.texts
+    en = lambda key, **p: texts.get("en", key, **p)  # noqa: E731
+    partner_groups(fake)
+    user = running_bot.user(6811, "en")
+    await user.start_in(texts, "en")
+    await report_until_consent(user, en, category="documents_wages", danger=False, country="TH", province="bangkok",
+                               description="No pay for two months", contact="anytime")
+    await user.press(en("report.consent.yes"))
+    code = (await user.expect("Your report has been received")).text.split("code is ")[1][:6]
+    card = await in_group(fake, BANGKOK, code)
+    await fake.user_presses(CASEWORKER, card, "💬 Ask the reporter")
+    prompt = await in_group(fake, BANGKOK, "Reply to this message")
+    reply = "Please tell us more. " * 190
+    await fake.member_sends(BANGKOK, CASEWORKER, reply, reply_to=prompt)
+    await in_group(fake, BANGKOK, re.escape(visible_text(en("partner.relayed", code=code))[:20]))
+    await fake.wait_for(lambda: user.all_text().count("Please tell us more.") >= 190)
+    async with running_bot.core.db.session() as session:
+        assert not (await session.exec(select(OutboxMessage).where(OutboxMessage.status == "failed"))).all()
+
+
+async def test_a_staff_api_port_in_use_is_a_clear_error_not_a_silent_stop(fake_api: object, tmp_path: object) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from bot.settings import PROJECT_ROOT
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))  # bound, not guessed
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {**__import__("os").environ, "TELEGRAM_BOT_TOKEN": fake_api.token, "TELEGRAM_API_BASE_URL": fake_api.base_url,  # type: ignore[attr-defined]
+           "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/api.db", "API_PORT": str(port)}
+    result = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", "run"], cwd=PROJECT_ROOT, env=env,
+                                     capture_output=True, text=True, timeout=60)
+    taken.close()
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"127.0.0.1:{port}" in last and "API_PORT" in last and "Traceback" not in result.stderr

@@ -24,7 +24,7 @@ from telegram.warnings import PTBUserWarning
 
 from bot.channels.telegram_http import AiohttpRequest
 from bot.conversation import Conversations, Receipt
-from bot.engine.events import Event, Message
+from bot.engine.events import Event, Message, split_text, telegram_len
 from bot.engine.flows import FlowSet
 from bot.engine.i18n import SOURCE_LANGUAGE, Translator
 from bot.inbox import ChatLocks, Inbox
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "telegram"
 ALLOWED_UPDATES = ["message", "callback_query"]
 HANDLE_ATTEMPTS = 3
+TELEGRAM_TEXT_LIMIT = 4096
 # Sends in flight at once. Enough to reach 1000 a second at a few milliseconds per request;
 # more only adds event-loop overhead and a larger burst when a 429 pauses everything.
 SEND_CONNECTIONS = 32
@@ -314,7 +315,14 @@ class TelegramChannel:
         `telegram.Message` (and the keyboard objects) for every send was a sixth of the
         bot's CPU in a broadcast at 1000 a second. Errors are still raised by
         python-telegram-bot (RetryAfter, Forbidden, BadRequest)."""
-        request: dict[str, Any] = {"chat_id": chat_id, "text": message.text, "parse_mode": ParseMode.HTML,
+        parts = split_text(message.text, TELEGRAM_TEXT_LIMIT, telegram_len)
+        first = None
+        for part in parts[:-1]:  # too long for one message (measured as Telegram does): the head parts go first, plain
+            sent = await self.app.bot.do_api_request("send_message", api_kwargs={
+                "chat_id": chat_id, "text": part, "parse_mode": ParseMode.HTML, "link_preview_options": {"is_disabled": True},
+                **({"reply_parameters": {"message_id": reply_to, "allow_sending_without_reply": True}} if reply_to else {})})
+            first = first or str(sent["message_id"])
+        request: dict[str, Any] = {"chat_id": chat_id, "text": parts[-1], "parse_mode": ParseMode.HTML,
                                    "link_preview_options": {"is_disabled": True}}
         if message.force_reply:
             request["reply_markup"] = {"force_reply": True, "selective": True}
@@ -325,7 +333,7 @@ class TelegramChannel:
         if paid:
             request["allow_paid_broadcast"] = True
         sent = await self.app.bot.do_api_request("send_message", api_kwargs=request)
-        return str(sent["message_id"])
+        return first or str(sent["message_id"])
 
     async def deliver(self, row: OutboxMessage, payload: dict[str, Any]) -> str | None:
         bot = self.app.bot

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,6 +16,12 @@ _TAG = re.compile(r"<[^>]+>")
 def visible_len(text: str) -> int:
     """Characters a person sees: tags out, entities as the one character they stand for."""
     return len(html.unescape(_TAG.sub("", text)))
+
+
+def telegram_len(text: str) -> int:
+    """Length as Telegram measures it against its 4,096 limit: UTF-16 code units of the
+    text after its HTML entities are parsed (an emoji counts 2)."""
+    return len(html.unescape(_TAG.sub("", text)).encode("utf-16-le")) // 2
 
 
 @dataclass
@@ -79,35 +86,36 @@ class Deletion:
 Output = Message | Deletion
 
 
-def split_text(text: str, limit: int = MAX_VISIBLE_CHARS) -> list[str]:
-    """Split at paragraph, then line boundaries so that no part shows more than `limit`
-    characters. A single line longer than that is cut between words, outside any tag."""
-    if visible_len(text) <= limit:
+def split_text(text: str, limit: int = MAX_VISIBLE_CHARS, measure: Callable[[str], int] = visible_len) -> list[str]:
+    """Split at paragraph, then line boundaries so that no part measures more than `limit`
+    (visible characters by default; Telegram's UTF-16 units with `telegram_len`). A single
+    line longer than that is cut between words, never inside a tag or an entity."""
+    if measure(text) <= limit:
         return [text]
     parts: list[str] = []
     current = ""
     for para in text.split("\n"):
         candidate = f"{current}\n{para}" if current else para
-        if visible_len(candidate) <= limit:
+        if measure(candidate) <= limit:
             current = candidate
             continue
         if current:
             parts.append(current)
-        while visible_len(para) > limit:
-            cut = _cut_point(para, limit)
+        while measure(para) > limit:
+            cut = _cut_point(para, limit, measure is telegram_len)
             parts.append(para[:cut].rstrip())
             para = para[cut:].lstrip()
         current = para
     if current:
         parts.append(current)
-    return parts
+    return [part for part in parts if part.strip()]
 
 
-def _cut_point(text: str, limit: int) -> int:
-    """The last space (else any point) before `limit` visible characters, never inside a tag
-    or an entity, and never inside an open tag's content."""
-    seen, index, last_space, depth = 0, 0, 0, 0
-    while index < len(text) and seen < limit:
+def _cut_point(text: str, limit: int, utf16: bool = False) -> int:
+    """The last space (else any point) before `limit` is reached, never inside a tag or an
+    entity, and preferably outside any open tag."""
+    seen, index, last_space, any_point, depth = 0, 0, 0, 0, 0
+    while index < len(text):
         ch = text[index]
         if ch == "<":
             end = text.find(">", index)
@@ -116,10 +124,17 @@ def _cut_point(text: str, limit: int) -> int:
             continue
         if ch == "&":
             end = text.find(";", index)
-            index = end + 1 if 0 <= end - index <= 8 else index + 1
+            shown = html.unescape(text[index:end + 1]) if 0 <= end - index <= 8 else ch
+            step = end + 1 - index if 0 <= end - index <= 8 else 1
         else:
-            index += 1
-        seen += 1
-        if ch == " " and depth == 0:
-            last_space = index
-    return last_space or index
+            shown, step = ch, 1
+        width = len(shown.encode("utf-16-le")) // 2 if utf16 else len(shown)
+        if seen + width > limit:
+            break
+        index += step
+        seen += width
+        if depth == 0:
+            any_point = index
+            if ch == " ":
+                last_space = index
+    return (last_space if last_space > any_point // 2 else any_point) or index

@@ -32,7 +32,7 @@ TEXT_KEYS = (
     + ["report.partner_message", "report.status", "report.status_not_found", "report.answer_sent", "report.answer_failed",
        "report.update_acknowledged", "report.update_closed", "report.reply_prompt", "report.reply_later"]
     + [f"partner.card.{k}" for k in ("title", "urgent", "category", "where", "affected", "contact", "language", "received",
-                                     "routing", "location", "phone", "attachments", "screening", "original")]
+                                     "routing", "location", "phone", "attachments", "screening", "original", "continued")]
     + [f"partner.button.{k}" for k in ("ack", "claim", "ask", "close")]
     + [f"partner.outcome.{k}" for k in ("resolved", "referred", "no_contact", "not_a_case")]
     + [f"partner.{k}" for k in ("refused", "already_closed", "acknowledged", "claimed", "ask_prompt", "close_prompt", "closed",

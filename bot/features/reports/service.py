@@ -18,6 +18,7 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.engine.events import split_text, telegram_len
 from bot.engine.i18n import Translator
 from bot.engine.runner import Turn
 from bot.features.reports.partners import Partner, PartnerBook
@@ -34,6 +35,15 @@ DRAFT_KEYS = ("category", "urgent", "country", "province", "place", "affected", 
               "contact_mode", "phone", "screening_summary")
 TELEGRAM = "telegram"
 WEBHOOK = "webhook"
+
+
+CARD_LIMIT = 3900  # Telegram's 4,096, less room for what a language's labels may add
+
+
+def _chunks(text: str, limit: int) -> list[str]:
+    """Plain text in pieces whose escaped form fits `limit` UTF-16 units, cut between words."""
+    pieces = split_text(html.escape(text), limit, telegram_len)
+    return [html.unescape(piece) for piece in pieces] or [""]
 
 
 def new_code() -> str:
@@ -138,13 +148,17 @@ class ReportDesk:
         assert report.id is not None
         session.add(ReportRoute(report_id=report.id, partner_id=partner.id, kind=decision.kind, reason=decision.reason))
         if partner.telegram_chat_id is not None:
+            text, rest = self.fitted_card(report, partner, decision)
             card = OutboxMessage(channel=TELEGRAM, chat=str(partner.telegram_chat_id), kind="message", priority=PRIORITY_PARTNER,
-                                 payload=Outbox.encode({"text": self.card_text(report, partner, decision), "buttons": self.card_buttons(report, partner),
-                                                        "columns": 2}))
+                                 payload=Outbox.encode({"text": text, "buttons": self.card_buttons(report, partner), "columns": 2}))
             session.add(card)
             await session.flush()
             assert card.id is not None
             session.add(CasePost(report_id=report.id, partner_id=partner.id, outbox_id=card.id))
+            for number, part in enumerate(rest, start=2):
+                Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), "message",
+                           {"text": self._t(partner, "partner.card.continued", code=report.code, part=number, total=len(rest) + 1)
+                            + "\n" + part, "reply_to_outbox": card.id}, priority=PRIORITY_PARTNER)
             for item in (report.content or {}).get("attachments", []):
                 Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), item["kind"],
                            {"file_id": item["file_id"], "reply_to_outbox": card.id}, priority=PRIORITY_PARTNER)
@@ -154,7 +168,21 @@ class ReportDesk:
     def _t(self, partner: Partner, key: str, **params: object) -> str:
         return self.texts.get(partner.console_language, key, **params)
 
-    def card_text(self, report: Report, partner: Partner, decision: RouteDecision) -> str:
+    def fitted_card(self, report: Report, partner: Partner, decision: RouteDecision) -> tuple[str, list[str]]:
+        """The card, within Telegram's limit as Telegram measures it, and the rest of a long
+        description as messages that follow it in the case's thread: nothing is cut off."""
+        card = self.card_text(report, partner, decision)
+        if telegram_len(card) <= CARD_LIMIT:
+            return card, []
+        head = self.card_text(report, partner, decision, description="")
+        description = (report.content or {}).get("description") or ""
+        room = max(200, CARD_LIMIT - telegram_len(head) - 40)
+        chunks = _chunks(description, room) 
+        first, rest = chunks[0], chunks[1:]
+        rest_parts = [html.escape(c) for c in _chunks(" ".join(rest), CARD_LIMIT - 200)] if rest else []
+        return head + html.escape(first) + " …", rest_parts
+
+    def card_text(self, report: Report, partner: Partner, decision: RouteDecision, *, description: str | None = None) -> str:
         t = lambda key, **p: self._t(partner, key, **p)  # noqa: E731
         content = report.content or {}
         country = t(f"country.{report.country}") if self.texts.has(f"country.{report.country}") else report.country
@@ -180,7 +208,8 @@ class ReportDesk:
             lines.append(t("partner.card.attachments", count=len(content["attachments"])))
         if content.get("screening_summary"):
             lines.append(t("partner.card.screening", summary=html.escape(str(content["screening_summary"]))))
-        lines += ["", t("partner.card.original"), html.escape(content.get("description") or "—")]
+        shown = (content.get("description") or "—") if description is None else description
+        lines += ["", t("partner.card.original"), html.escape(shown)]
         return "\n".join(lines)
 
     def card_buttons(self, report: Report, partner: Partner) -> list[dict[str, str]]:
