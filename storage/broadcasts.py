@@ -30,7 +30,7 @@ class StaffInvite(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     token_hash: str = Field(max_length=64, unique=True)
     role: str = Field(max_length=16)
-    created_by: int = Field(foreign_key="users.id")
+    created_by: int | None = Field(default=None, foreign_key="users.id", description="Empty once its author asked to be forgotten.")
     expires_at: datetime
     used_by: int | None = None
     used_at: datetime | None = None
@@ -76,7 +76,7 @@ class Campaign(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=120)
-    created_by: int = Field(foreign_key="users.id")
+    created_by: int | None = Field(default=None, foreign_key="users.id", description="Empty once its author asked to be forgotten.")
     texts: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     button: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     audience: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 from sqlmodel import select
 
 from bot.engine.runner import Action, Turn
-from bot.outbox import Sender
-from bot.features.reports.console import PartnerConsole
 from bot.engine.yamlfile import ContentError, Problem
+from bot.features.reports.console import PartnerConsole
 from bot.features.reports.partners import PartnerBook, coverage_problems, load_partners
 from bot.features.reports.privacy import forget_user, purge
-from bot.features.reports.service import ReportDesk
+from bot.features.reports.service import WEBHOOK, ReportDesk
 from bot.features.reports.stats import as_csv, as_text, report_table
-from bot.features.reports.webhook import WebhookDelivery
+from bot.features.reports.webhook import SCHEMA, WebhookDelivery
+from bot.outbox import PRIORITY_PARTNER, Outbox, Sender
 from storage.models import utcnow
 from storage.reports import Report
 
@@ -36,7 +36,7 @@ TEXT_KEYS = (
     + [f"partner.button.{k}" for k in ("ack", "claim", "ask", "close")]
     + [f"partner.outcome.{k}" for k in ("resolved", "referred", "no_contact", "not_a_case")]
     + [f"partner.{k}" for k in ("refused", "already_closed", "acknowledged", "claimed", "ask_prompt", "close_prompt", "closed",
-                                "no_bot_contact", "relayed", "waiting_for_check", "reporter_answer")]
+                                "no_bot_contact", "relayed", "waiting_for_check", "reporter_answer", "forgotten")]
 )
 ACTION_NAMES = frozenset({"reports.check_coverage", "reports.submit", "reports.count_only", "reports.status", "reports.relay_answer", "reports.forget"})
 
@@ -81,7 +81,18 @@ class ReportsFeature:
         return None
 
     async def forget(self, turn: Turn) -> str | None:
-        await forget_user(turn.session, turn.user)
+        def tell_partner(report: Report, channel: str, chat: str) -> None:
+            """A partner that already holds the case is told, through its own channel."""
+            if channel == WEBHOOK:
+                Outbox.add(turn.session, WEBHOOK, chat, "forgotten", {"schema": SCHEMA, "event": "reporter_forgotten",
+                                                                       "case": {"code": report.code}}, PRIORITY_PARTNER)
+                return
+            partner = self.book.by_chat.get(int(chat)) if chat.lstrip("-").isdigit() else None
+            lang = partner.console_language if partner else "en"
+            Outbox.add(turn.session, channel, chat, "message", {"text": self.core.texts.get(lang, "partner.forgotten", code=report.code)},
+                       PRIORITY_PARTNER)
+
+        await forget_user(turn.session, turn.user, tell_partner)
         turn.forget = True
         return None
 

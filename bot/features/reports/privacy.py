@@ -5,30 +5,49 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlmodel import col, delete, select
+from collections.abc import Callable
+
+from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.broadcasts import ApiToken, Campaign, StaffInvite, StaffRole, Subscription
 from storage.models import InboxEvent, OutboxMessage, User
 from storage.reports import CaseMessage, CasePost, Report, ReportRoute
 
 log = logging.getLogger(__name__)
 
 
-async def forget_user(session: AsyncSession, user: User) -> int:
-    """Delete what the bot holds about a user: their reports' contents and the relay
-    thread (partners keep what they already received), messages waiting to be sent to
-    them, and stored events from their chat (the one being handled now, and the messages
-    that confirm the deletion, go with the 7-day purge of delivery traces). Returns how
-    many reports were unlinked."""
+async def forget_user(session: AsyncSession, user: User, tell_partner: Callable[[Report, str, str], None] | None = None) -> int:
+    """Delete, in the caller's one transaction, every row about a person: subscription,
+    staff roles and tokens, their reports' contents and relay threads, stored events and
+    queued messages of their chat; cancel deliveries of their reports not yet made, and tell
+    each partner that already holds one that the person asked to be forgotten (the
+    partner's copy is theirs to delete). Campaigns and invites they made as staff stay,
+    without an author. The conversation and the user row go last (the engine deletes them).
+    Returns how many reports were unlinked."""
+    assert user.id is not None
     reports = (await session.exec(select(Report).where(Report.reporter_id == user.id))).all()
     for report in reports:
+        held = (await session.exec(select(OutboxMessage.channel, OutboxMessage.chat).where(  # type: ignore[call-overload]
+            col(OutboxMessage.batch) == f"report:{report.id}", col(OutboxMessage.status) == "sent").distinct())).all()
+        cancelled = await session.exec(update(OutboxMessage).where(  # type: ignore[call-overload]
+            col(OutboxMessage.batch) == f"report:{report.id}", col(OutboxMessage.status).in_(["pending", "sending"]))
+            .values(status="cancelled", payload=None, claim_token=None))
+        if tell_partner is not None:
+            for channel, chat in held:
+                tell_partner(report, channel, chat)
         await session.exec(delete(CaseMessage).where(col(CaseMessage.report_id) == report.id))  # type: ignore[call-overload]
         report.reporter_id = None
         report.content = None
         report.contact_mode = "none"
         session.add(report)
+        log.info("report %s: reporter forgotten; %d delivery(ies) not yet made cancelled", report.id, cancelled.rowcount or 0)
+    for table in (Subscription, StaffRole, ApiToken):
+        await session.exec(delete(table).where(col(table.user_id) == user.id))  # type: ignore[attr-defined,call-overload]
+    for table in (Campaign, StaffInvite):
+        await session.exec(update(table).where(col(table.created_by) == user.id).values(created_by=None))  # type: ignore[attr-defined,call-overload]
     await session.exec(delete(OutboxMessage).where(  # type: ignore[call-overload]
-        col(OutboxMessage.channel) == user.channel, col(OutboxMessage.chat) == user.address, col(OutboxMessage.status) != "pending"))
+        col(OutboxMessage.channel) == user.channel, col(OutboxMessage.chat) == user.address))
     await session.exec(delete(InboxEvent).where(  # type: ignore[call-overload]
         col(InboxEvent.channel) == user.channel, col(InboxEvent.chat) == user.address, col(InboxEvent.status) != "pending"))
     log.info("user %s forgotten; %d report(s) unlinked", user.id, len(reports))

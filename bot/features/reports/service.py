@@ -46,6 +46,11 @@ def _chunks(text: str, limit: int) -> list[str]:
     return [html.unescape(piece) for piece in pieces] or [""]
 
 
+def report_batch(report: Report) -> str:
+    """Marks every delivery of a report, so that /forget can cancel the ones not yet made."""
+    return f"report:{report.id}"
+
+
 def new_code() -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(6))
 
@@ -150,7 +155,8 @@ class ReportDesk:
         if partner.telegram_chat_id is not None:
             text, rest = self.fitted_card(report, partner, decision)
             card = OutboxMessage(channel=TELEGRAM, chat=str(partner.telegram_chat_id), kind="message", priority=PRIORITY_PARTNER,
-                                 payload=Outbox.encode({"text": text, "buttons": self.card_buttons(report, partner), "columns": 2}))
+                                 payload=Outbox.encode({"text": text, "buttons": self.card_buttons(report, partner), "columns": 2}),
+                                 batch=report_batch(report))
             session.add(card)
             await session.flush()
             assert card.id is not None
@@ -158,12 +164,13 @@ class ReportDesk:
             for number, part in enumerate(rest, start=2):
                 Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), "message",
                            {"text": self._t(partner, "partner.card.continued", code=report.code, part=number, total=len(rest) + 1)
-                            + "\n" + part, "reply_to_outbox": card.id}, priority=PRIORITY_PARTNER)
+                            + "\n" + part, "reply_to_outbox": card.id}, priority=PRIORITY_PARTNER, batch=report_batch(report))
             for item in (report.content or {}).get("attachments", []):
                 Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), item["kind"],
-                           {"file_id": item["file_id"], "reply_to_outbox": card.id}, priority=PRIORITY_PARTNER)
+                           {"file_id": item["file_id"], "reply_to_outbox": card.id}, priority=PRIORITY_PARTNER, batch=report_batch(report))
         if partner.webhook_url:
-            Outbox.add(session, WEBHOOK, partner.id, "report", webhook_payload(report, partner, decision), priority=PRIORITY_PARTNER)
+            Outbox.add(session, WEBHOOK, partner.id, "report", webhook_payload(report, partner, decision), priority=PRIORITY_PARTNER,
+                       batch=report_batch(report))
 
     def _t(self, partner: Partner, key: str, **params: object) -> str:
         return self.texts.get(partner.console_language, key, **params)
