@@ -39,10 +39,11 @@ sys.path.insert(0, str(ROOT))
 from bot.app import build_core  # noqa: E402
 from bot.features.broadcasts import feature  # noqa: E402
 from bot.settings import Settings  # noqa: E402
+from storage.clock import utcnow
 from storage.broadcasts import Subscription  # noqa: E402
 from storage.models import User  # noqa: E402
 
-TOKEN = "123456:TEST-TOKEN"
+TOKEN = "123456:AAF-test-token-shaped-like-telegrams-35"
 LANGS = ("km", "lo", "th", "vi", "en")
 CHATTERS = 20
 CHAT_EVERY = 0.5
@@ -59,7 +60,7 @@ def daytime_zone(now: datetime) -> str:
 async def prepare(settings: Settings, subscribers: int, *, paid: bool) -> None:
     """Subscribers and a campaign due now, written straight to the database."""
     core = await build_core(settings)
-    now = datetime.now(timezone.utc)
+    now = utcnow()  # the bot's clock, simulated or not, so that the zone is in daytime for the bot too
     zone = daytime_zone(now)
     try:
         async with core.db.transaction() as session:

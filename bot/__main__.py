@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         report = check_project(settings.flows_dir, settings.locales_dir)
         print(format_report(report))
         return 0 if report.ok else 1
-    configure_logging(settings.log_level if args.command == "run" or settings.telegram_bot_token else "WARNING")
+    configure_logging(settings.log_level if args.command == "run" or settings.telegram_bot_token else "WARNING", settings.log_format)
     try:
         if args.command == "chat" or (args.command is None and not settings.telegram_bot_token):
             asyncio.run(run_terminal(settings, user=getattr(args, "user", "local"), lang=getattr(args, "lang", None)))

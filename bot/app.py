@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bot import features
+from bot import features, logs
 from bot.conversation import Conversations
 from bot.engine.content import Content, load_content
 from bot.engine.flows import FlowSet, load_flows
@@ -75,10 +75,8 @@ async def build_core(settings: Settings) -> Core:
     return core
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request URL, and a Bot API URL contains the bot token.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def configure_logging(level: str, fmt: str = "text") -> None:
+    logs.configure(level, fmt)
 
 
 async def run_telegram(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,7 @@ class Settings(BaseSettings):
         return self.paid_send_rate if self.paid_broadcast else self.send_rate
 
     log_level: str = Field(default="INFO")
+    log_format: Literal["text", "json"] = Field(default="text", description="json: one JSON object per line.")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -113,7 +113,7 @@ class FakeUser:
 
 
 class FakeBotApi:
-    def __init__(self, token: str = "123456:TEST-TOKEN", *, bot_id: int = 123456, username: str = "saferoute_test_bot") -> None:
+    def __init__(self, token: str = "123456:AAF-test-token-shaped-like-telegrams-35", *, bot_id: int = 123456, username: str = "saferoute_test_bot") -> None:
         self.token = token
         self.bot = {"id": bot_id, "is_bot": True, "first_name": "SafeRoute", "username": username,
                     "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}

@@ -1,0 +1,69 @@
+"""Logs that cannot leak what people tell SafeRoute.
+
+The bot's own messages carry ids and event keys only, but at DEBUG python-telegram-bot,
+aiohttp, SQLAlchemy and APScheduler print updates, request parameters and URLs: message
+text, names, phone numbers, Telegram ids and the bot token. One filter on the handlers
+rewrites every record, from every logger and at every level, before it is written:
+tokens, phone-like numbers and long ids are masked, and the values of fields that hold
+people's words or names are replaced. Exceptions are kept as their type and traceback
+frames; their messages go through the same rewriting. `LOG_FORMAT=json` writes one JSON
+object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+TOKEN = re.compile(r"(?<!\d)\d{5,12}:[A-Za-z0-9_-]{30,}")
+PEOPLES_FIELDS = ("text", "caption", "first_name", "last_name", "username", "description", "phone_number", "phone", "title",
+                  "body", "place", "address", "question", "explanation", "bio", "name", "query", "data")
+_FIELD = re.compile(r"""(["']?(?:%s)["']?\s*[:=]\s*)(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^,)}\]\s]+)""" % "|".join(PEOPLES_FIELDS))
+_NUMBER = re.compile(r"(?<![\w.])[+]?\d[\d \-().]{5,}\d(?![\w.])")
+_LONG_ID = re.compile(r"(?<![\w.])-?\d{6,}(?![\w.])")
+
+
+def redact(text: str) -> str:
+    text = TOKEN.sub("[token]", text)
+    text = _FIELD.sub(lambda m: m.group(1) + "[…]", text)
+    text = _NUMBER.sub("[number]", text)
+    return _LONG_ID.sub("[id]", text)
+
+
+class Redactor(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not fit its format: keep the format only
+            message = str(record.msg)
+        record.msg, record.args = redact(message), None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None  # formatted (and rewritten) above; the raw exception is not written
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "event": record.getMessage()}
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def install(handler: logging.Handler) -> None:
+    if not any(isinstance(f, Redactor) for f in handler.filters):
+        handler.addFilter(Redactor())
+
+
+def configure(level: str, fmt: str = "text") -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        install(handler)
+        if fmt == "json":
+            handler.setFormatter(JsonFormatter())
+    # httpx logs every request URL, and a Bot API URL contains the bot token (masked anyway).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
