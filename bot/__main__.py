@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "understand":
         return run_understand(args, settings)
     if args.command == "check":
-        report = check_project(settings.flows_dir, settings.locales_dir)
+        report = check_project(settings.flows_dir, settings.locales_dir, settings.private_files())
         print(format_report(report))
         return 0 if report.ok else 1
     configure_logging(settings.log_level if args.command == "run" or settings.telegram_bot_token else "WARNING", settings.log_format)

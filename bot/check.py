@@ -19,6 +19,7 @@ from bot.engine.events import MAX_MESSAGE_CHARS
 from bot.engine.flows import FlowSet, load_flows, text_keys
 from bot.engine.i18n import CODE_KEYS, LANGUAGES, SOURCE_LANGUAGE, Locale, load_locale, placeholders
 from bot.engine.markup import html_problems
+from bot.engine.understand import Understander
 from bot.engine.yamlfile import ContentError, Problem
 
 SCRIPT_RANGES = {
@@ -147,9 +148,25 @@ def _check_locale(loc: Locale, source: Locale, needed: dict[str, tuple[Path, int
     return cov
 
 
-def check_project(flows_dir: Path, locales_dir: Path) -> Report:
+def private_file_warnings(paths: list[Path]) -> list[Problem]:
+    """The key file and the database hold what must stay private: warn when other local
+    users can read them."""
+    found = []
+    for path in paths:
+        if path.exists() and path.stat().st_mode & 0o077:
+            found.append(Problem(path, 0, f"readable by other users of this machine (mode {oct(path.stat().st_mode & 0o777)}); "
+                                          f"run: chmod 600 {path}"))
+    return found
+
+
+def check_project(flows_dir: Path, locales_dir: Path, private_files: list[Path] | None = None) -> Report:
     report = Report()
+    report.warnings += private_file_warnings(private_files or [])
     flows = content = None
+    try:
+        Understander.from_dir(flows_dir / "understanding")
+    except ContentError as exc:
+        report.problems += exc.problems
     try:
         flows = load_flows(flows_dir)
     except ContentError as exc:

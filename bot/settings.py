@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO")
     log_format: Literal["text", "json"] = Field(default="text", description="json: one JSON object per line.")
 
+    def private_files(self) -> list[Path]:
+        """Files that hold secrets or people's data on this machine."""
+        files = [self.key_file]
+        if self.database_url.startswith("sqlite") and ":///" in self.database_url:
+            files.append(Path(self.database_url.split(":///", 1)[1]))
+        return files
+
 
 def load_settings(**overrides: object) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]

@@ -8,6 +8,8 @@ made once in the data folder, which is fine on a laptop and wrong in production.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -30,6 +32,13 @@ class Vault:
         if not keys:
             raise KeyError_("no encryption key")
         self._fernet = MultiFernet([Fernet(k.encode() if isinstance(k, str) else k) for k in keys])
+        first = keys[0].encode() if isinstance(keys[0], str) else keys[0]
+        self._pseudonym_key = hashlib.sha256(b"saferoute-pseudonym:" + first).digest()
+
+    def pseudonym(self, value: str, purpose: str) -> str:
+        """A keyed hash (HMAC-SHA256): stable for the same value while the first key stays,
+        and not reversible by hashing every possible id, as a plain hash is."""
+        return hmac.new(self._pseudonym_key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()[:16]
 
     def encrypt(self, text: str) -> str:
         return self._fernet.encrypt(text.encode()).decode()
@@ -62,8 +71,9 @@ def load_keys(env_value: str | None, key_file: Path) -> list[str]:
         return [key_file.read_text().strip()]
     key_file.parent.mkdir(parents=True, exist_ok=True)
     key = Fernet.generate_key().decode()
-    key_file.write_text(key)
-    os.chmod(key_file, 0o600)
+    descriptor = os.open(key_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # private from its first byte
+    with os.fdopen(descriptor, "w") as out:
+        out.write(key)
     log.warning("SAFEROUTE_KEYS is not set: made a local key in %s (set SAFEROUTE_KEYS in production)", key_file)
     return [key]
 

@@ -6,6 +6,7 @@ multi-process store. The same code runs on both.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -76,11 +77,21 @@ def _begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def private_file(path: Path) -> None:
+    """Create a file readable by its owner only, from its first byte (Telegram ids and
+    encrypted reports live in it); an existing file is left as it is (`check` warns)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
 async def connect(url: str, *, migrate: bool = True) -> Database:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(parsed.database))
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _begin_immediate)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 import sys
 
@@ -19,8 +21,13 @@ def _free_port() -> int:
 async def test_the_broadcast_benchmark_sends_a_small_campaign_and_prints_its_figures() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.broadcast", "--subscribers", "300", "--phases", "50:all", "--port", str(_free_port()),
-        cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    output, _ = await asyncio.wait_for(process.communicate(), 120)
+        cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        if process.returncode is None:  # the benchmark and the bot and fake it started go together
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
     text = output.decode()
     assert process.returncode == 0, text
     result = json.loads(next(line for line in text.splitlines() if line.strip().startswith("{")))

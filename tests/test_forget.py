@@ -66,3 +66,35 @@ async def test_forget_deletes_every_row_about_a_subscribing_staff_reporter_and_c
         assert all("passport" not in (r.payload or "") for r in mine)
         assert not (await session.exec(select(InboxEvent).where(InboxEvent.chat == "4242", InboxEvent.status == "done"))).all()
     await core.close()
+
+
+def test_the_key_file_and_the_database_are_private_from_their_first_byte_and_check_warns_otherwise(tmp_path: Path) -> None:
+    import asyncio
+    import stat
+
+    from bot.check import private_file_warnings
+    from storage import connect
+    from storage.crypto import load_keys
+    key_file = tmp_path / "data" / "secret.key"
+    load_keys(None, key_file)
+    database = tmp_path / "data" / "bot.db"
+
+    async def open_db() -> None:
+        await (await connect(f"sqlite+aiosqlite:///{database}")).close()
+
+    asyncio.run(open_db())
+    for path in (key_file, database):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert private_file_warnings([key_file, database]) == []
+    database.chmod(0o644)
+    [warning] = private_file_warnings([key_file, database])
+    assert "chmod 600" in warning.message
+
+
+def test_caseworker_pseudonyms_are_keyed_hashes() -> None:
+    import hashlib
+
+    from bot.features.reports.service import caseworker_ref
+    ref = caseworker_ref("9001")
+    assert ref == caseworker_ref("9001") and ref != caseworker_ref("9002")
+    assert ref not in {hashlib.sha256(str(n).encode()).hexdigest()[:16] for n in range(9000, 9010)}, "not a plain hash of the id"

@@ -188,3 +188,34 @@ async def test_quick_exit_is_on_every_screen_of_the_checks_a_watched_phone_may_s
     await user.press(t("common.quick_exit"), with_buttons)
     await user.expect(shown(t("quick_exit.cover")))
     assert first.deleted or first.text == t("quick_exit.cover")
+
+
+async def test_a_shared_contact_answers_the_phone_question_and_a_sticker_is_never_an_empty_answer(running_bot: RunningBot) -> None:
+    """The reproduction: a contact gave a card saying "Contact: By phone" with no number,
+    and a sticker as the description became "—"."""
+    from tests.test_reports import BANGKOK, in_group, partner_groups
+    fake = running_bot.fake
+    t = lambda key, **kw: running_bot.core.texts.get("km", key, **kw)  # noqa: E731
+    partner_groups(fake)
+    user = running_bot.user(5601, "km")
+    await user.start_in(running_bot.core.texts, "km")
+    await user.send("/report")
+    await user.press(t("report.danger.no"), await user.expect(shown(t("report.ask_danger"))))
+    await user.press(t("report.category.documents_wages"), await user.expect(shown(t("report.ask_category"))))
+    await user.press(t("country.TH"), await user.expect(shown(t("report.ask_country"))))
+    await user.press(t("province.TH.bangkok"), await user.expect(shown(t("report.ask_province"))))
+    await user.press(t("report.affected.me"), await user.expect(shown(t("report.ask_affected"))))
+    await user.expect(shown(t("report.ask_description")))
+    await fake.user_sends_sticker(5601)
+    again = await user.expect(shown(t("common.need_text")))
+    assert t("common.quick_exit") in again.labels, "the question stays, with its buttons"
+    await user.send("មេការយកលិខិតឆ្លងដែនខ្ញុំ")
+    await user.press(t("report.attachments_done"), await user.expect(shown(t("report.ask_attachments"))))
+    await user.press(t("report.contact.phone"), await user.expect(shown(t("report.ask_contact"))))
+    await user.expect(shown(t("report.ask_phone")))
+    await fake.user_sends_contact(5601, "+855 12 345 678")
+    await user.press(t("report.consent.yes"), await user.expect(shown(t("report.ask_consent"))))
+    received = await user.expect(shown(t("report.received", report_code="X")[:15]))
+    code = re.search(r"\b([A-Z0-9]{6})\b", received.text).group(1)  # type: ignore[union-attr]
+    card = await in_group(fake, BANGKOK, code)
+    assert "+855 12 345 678" in card.text and "មេការយកលិខិតឆ្លងដែនខ្ញុំ" in card.text and "—" not in card.text.split("\n")[-1]

@@ -75,6 +75,7 @@ def event_from_update(update: Update) -> tuple[Event, list[Receipt]] | None:
     base: dict[str, Any] = dict(
         channel=CHANNEL, address=str(user.id), client_lang=user.language_code, chat=str(message.chat.id),
         message_ref=str(message.message_id), attachments=_attachments(message), location=location,
+        contact_phone=message.contact.phone_number if message.contact else None,
         reply_to_ref=str(message.reply_to_message.message_id) if message.reply_to_message else None,
     )
     if message.text and text.startswith("/"):

@@ -38,6 +38,7 @@ class Event:
     reply_to_ref: str | None = None
     attachments: list[dict[str, str]] = field(default_factory=list)
     location: dict[str, float] | None = None
+    contact_phone: str | None = None  # a contact card the person shared (their own number, at a phone question)
 
     @property
     def reply_to(self) -> str:

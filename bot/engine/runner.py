@@ -125,6 +125,8 @@ class Engine:
             await self._on_command(turn, event.command, event.args)
         elif event.choice is not None:
             await self._on_choice(turn, event.choice)
+        elif event.contact_phone is not None:
+            await self._on_contact(turn, event.contact_phone)
         elif event.location is not None or event.attachments:
             await self._on_media(turn)
         elif event.text is not None:
@@ -177,6 +179,17 @@ class Engine:
         if choice is None:
             return await self._stale_button(turn)
         await self._take(turn, choice)
+
+    async def _on_contact(self, turn: Turn, phone: str) -> None:
+        """A shared contact answers a phone question; anywhere else it is not an answer."""
+        step = self._current_step(turn)
+        if step is not None and step.ask and "phone" in step.accepts:
+            return await self._take_answer(turn, step, phone)
+        if step is not None and (step.choices or step.ask):
+            turn.say("common.need_text" if step.ask else "common.reask")
+            return await self._run(turn, turn.conversation.flow or "menu", step.id, announce=False, act=False)
+        turn.say("common.not_understood")
+        await self._enter(turn, "menu")
 
     async def _on_media(self, turn: Turn) -> None:
         step = self._current_step(turn)

@@ -288,6 +288,15 @@ class FakeBotApi:
         photo = [{"file_id": file_id, "file_unique_id": file_id + "-u", "width": 800, "height": 600}]
         return await self.push_update({"update_id": next(self._update_ids), "message": self._user_message(user_id, user_id, photo=photo)})
 
+    async def user_sends_contact(self, user_id: int, phone: str) -> int:
+        contact = {"phone_number": phone, "first_name": self.users[user_id].first_name, "user_id": user_id}
+        return await self.push_update({"update_id": next(self._update_ids), "message": self._user_message(user_id, user_id, contact=contact)})
+
+    async def user_sends_sticker(self, user_id: int, file_id: str = "STICKER-1") -> int:
+        sticker = {"file_id": file_id, "file_unique_id": file_id + "-u", "type": "regular", "width": 512, "height": 512,
+                   "is_animated": False, "is_video": False}
+        return await self.push_update({"update_id": next(self._update_ids), "message": self._user_message(user_id, user_id, sticker=sticker)})
+
     async def user_sends_location(self, user_id: int, lat: float, lon: float) -> int:
         location = {"latitude": lat, "longitude": lon}
         return await self.push_update({"update_id": next(self._update_ids), "message": self._user_message(user_id, user_id, location=location)})

@@ -8,7 +8,6 @@ and a crash never leaves a report that no one was sent.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import logging
 import secrets
@@ -25,6 +24,7 @@ from bot.features.reports.partners import Partner, PartnerBook
 from bot.features.reports.routing import CaseFacts, RouteDecision, next_partner, route_report
 from bot.features.reports.webhook import webhook_payload
 from bot.outbox import PRIORITY_PARTNER, PRIORITY_REPLY, Outbox
+from storage import crypto
 from storage.models import OutboxMessage, User, utcnow
 from storage.reports import CasePost, Report, ReportCount, ReportRoute
 
@@ -56,8 +56,9 @@ def new_code() -> str:
 
 
 def caseworker_ref(address: str) -> str:
-    """Who claimed a case, without keeping their platform id."""
-    return hashlib.sha256(address.encode()).hexdigest()[:16]
+    """Who claimed a case, without keeping their platform id: a keyed hash, so that it
+    cannot be reversed by hashing every possible Telegram id."""
+    return crypto.active().pseudonym(address, "caseworker")
 
 
 def facts_of(report: Report) -> CaseFacts:
