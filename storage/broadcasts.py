@@ -45,6 +45,7 @@ class ApiToken(SQLModel, table=True):
     label: str = Field(default="", max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, description="After this the token is refused (set at creation).")
 
 
 class AuditEntry(SQLModel, table=True):

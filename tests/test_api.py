@@ -111,3 +111,77 @@ def test_the_openapi_file_is_valid_and_describes_every_route() -> None:
     assert documented == {("/campaigns", "get"), ("/campaigns", "post"), ("/campaigns/{campaign_id}", "get"),
                           ("/campaigns/{campaign_id}/pause", "post"), ("/campaigns/{campaign_id}/resume", "post"),
                           ("/campaigns/{campaign_id}/cancel", "post")}
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    ({"name": 5, "texts": {"km": "x"}}, "name must be a string"),
+    ({"name": "x", "texts": {"km": 7}}, "every message must be a string"),
+    ({"name": "x", "texts": {"km": "x"}, "audience": [1, 2]}, "audience must be an object"),
+    ({"name": "x", "texts": {"km": "x"}, "paid": "yes"}, "paid must be true or false"),
+    ({"name": "x", "texts": {"km": "x"}, "paid": True}, "paid broadcasts are off"),
+])
+async def test_wrong_types_and_a_paid_broadcast_while_it_is_off_are_400s_in_json(
+        api: tuple[TestClient, dict[str, str]], body: dict, says: str) -> None:
+    client, tokens = api
+    answer = await client.post("/campaigns", json=body, headers=auth(tokens["staff"]))
+    assert answer.status == 400 and says in (await answer.json())["error"]
+
+
+async def test_an_id_too_large_to_exist_is_a_404_not_a_500(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, tokens = api
+    for path in ("/campaigns/99999999999999999999", "/campaigns/99999999999999999999/pause"):
+        method = client.get if not path.endswith("pause") else client.post
+        answer = await method(path, headers=auth(tokens["staff"]))
+        assert answer.status == 404 and "error" in await answer.json()
+
+
+async def test_a_revoked_or_expired_token_is_refused(api: tuple[TestClient, dict[str, str]], core: Core) -> None:
+    from datetime import timedelta
+
+    from storage.broadcasts import ApiToken
+    from storage.models import utcnow
+    client, tokens = api
+    assert (await client.get("/campaigns", headers=auth(tokens["staff"]))).status == 200
+    async with core.db.transaction() as session:
+        staff = (await session.exec(select(User).where(User.address == "7100"))).one()
+        expiring = await feature(core).staff.new_api_token(session, staff, "short", days=1)
+        rows = (await session.exec(select(ApiToken).where(ApiToken.user_id == staff.id))).all()
+        first = min(r.id for r in rows)  # type: ignore[type-var]
+        assert await feature(core).staff.revoke_api_token(session, first)  # type: ignore[arg-type]
+        last = max(rows, key=lambda r: r.id)  # type: ignore[arg-type,return-value]
+        last.expires_at = utcnow() - timedelta(minutes=1)
+        session.add(last)
+    assert (await client.get("/campaigns", headers=auth(tokens["staff"]))).status == 401, "revoked"
+    assert (await client.get("/campaigns", headers=auth(expiring))).status == 401, "expired"
+
+
+async def test_a_one_time_invite_opened_by_two_people_at_once_has_one_winner(database_url: str, tmp_path: object) -> None:
+    import asyncio
+
+    from bot.app import build_core
+    from bot.features.broadcasts.staff import StaffError
+    from bot.settings import PROJECT_ROOT, Settings
+    core = await build_core(Settings(database_url=database_url, flows_dir=PROJECT_ROOT / "flows", locales_dir=PROJECT_ROOT / "locales",
+                                     admin_telegram_ids="7200"))
+    staff = feature(core).staff
+    async with core.db.transaction() as session:
+        admin = User(channel="telegram", address="7200", lang="en")
+        first, second = User(channel="telegram", address="7201"), User(channel="telegram", address="7202")
+        session.add_all([admin, first, second])
+        await session.flush()
+        session.add(StaffRole(user_id=admin.id, role="admin"))  # type: ignore[arg-type]
+        await session.flush()
+        token = await staff.invite(session, admin, "campaign")
+
+    async def accept(user_id: int) -> str:
+        async with core.db.transaction() as session:
+            user = await session.get(User, user_id)
+            return await staff.accept(session, user, token)  # type: ignore[arg-type]
+
+    results = await asyncio.gather(accept(first.id), accept(second.id), return_exceptions=True)  # type: ignore[arg-type]
+    assert sorted(type(r).__name__ for r in results) == sorted(["str", "StaffError"]), results
+    assert any(isinstance(r, StaffError) for r in results)
+    async with core.db.session() as session:
+        roles = (await session.exec(select(StaffRole).where(StaffRole.role == "campaign"))).all()
+        assert len(roles) == 1, "one winner"
+    await core.close()

@@ -284,8 +284,10 @@ async def test_a_webhook_partner_gets_a_signed_payload_and_the_retry_keeps_its_i
         (first_headers, first_body), (second_headers, second_body) = received
         assert first_headers["Idempotency-Key"] == second_headers["Idempotency-Key"]
         assert first_body == second_body
-        expected = "sha256=" + hmac.new(b"s3cret", second_body, hashlib.sha256).hexdigest()
-        assert second_headers["X-SafeRoute-Signature"] == expected
+        stamp = second_headers["X-SafeRoute-Timestamp"]
+        expected = "sha256=" + hmac.new(b"s3cret", stamp.encode() + b"." + second_body, hashlib.sha256).hexdigest()
+        assert second_headers["X-SafeRoute-Signature"] == expected, "the signature covers the timestamp"
+        assert hmac.new(b"s3cret", second_body, hashlib.sha256).hexdigest() not in second_headers["X-SafeRoute-Signature"]
         payload = json.loads(second_body)
         assert payload["schema"] == "saferoute.report/1"
         assert payload["case"]["category"] == "scam_compound" and "40 people" in payload["case"]["description"]

@@ -27,6 +27,26 @@ def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+MAX_ID_DIGITS = 18  # larger ids cannot exist (64-bit) and are refused before they reach the database
+
+FIELD_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "texts": (dict,), "button": (dict, type(None)), "audience": (dict, type(None)),
+                                            "schedule": (dict, type(None)), "paid": (bool,)}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer is JSON, and input no check foresaw is a 400 that says so, never a 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.status < 400:
+            raise
+        return error(exc.status, exc.reason)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        log.warning("%s %s: bad input (%s)", request.method, request.path, type(exc).__name__)
+        return error(400, f"this request cannot be read: {type(exc).__name__}")
+
+
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path == "/openapi.yaml":
@@ -62,6 +82,8 @@ def _campaign_id(request: web.Request) -> int:
     raw = request.match_info["campaign_id"]
     if not raw.isdigit():
         raise web.HTTPBadRequest(text=json.dumps({"error": f"campaign id '{raw}' is not a number"}), content_type="application/json")
+    if len(raw.lstrip("0")) > MAX_ID_DIGITS:
+        raise web.HTTPNotFound(text=json.dumps({"error": "no such campaign"}), content_type="application/json")
     return int(raw)
 
 
@@ -79,6 +101,14 @@ async def create_campaign(request: web.Request) -> web.Response:
         return error(400, f"unknown field(s): {', '.join(sorted(unknown))}")
     if not isinstance(body.get("texts"), dict):
         return error(400, "texts: an object of language code to message, e.g. {\"km\": \"…\"}")
+    wrong = [f"{name} must be {' or '.join('null' if t is type(None) else {'str': 'a string', 'dict': 'an object', 'bool': 'true or false'}[t.__name__] for t in types)}"
+             for name, types in FIELD_TYPES.items() if name in body and not isinstance(body[name], types)]
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in body["texts"].items()):
+        wrong.append("texts: every message must be a string")
+    if wrong:
+        return error(400, "; ".join(wrong))
+    if body.get("paid") and not feature.core.settings.paid_broadcast:
+        return error(400, "paid broadcasts are off on this bot (PAID_BROADCAST); leave out \"paid\" or set it to false")
     async with feature.core.db.transaction() as session:
         try:
             campaign = await feature.campaigns.create(
@@ -138,7 +168,7 @@ async def openapi(_request: web.Request) -> web.FileResponse:
 
 
 def build_api(feature: BroadcastsFeature) -> web.Application:
-    app = web.Application(middlewares=[bearer_auth])
+    app = web.Application(middlewares=[json_errors, bearer_auth])
     app[FEATURE] = feature
     app.router.add_get("/openapi.yaml", openapi)
     app.router.add_get("/campaigns", list_campaigns)

@@ -67,7 +67,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                                          "(ADMIN_TELEGRAM_IDS) or hold the campaign or admin role.")
     token.add_argument("--telegram-id", required=True, help="the staff member's Telegram user id")
     token.add_argument("--label", default="", help="what the token is for, e.g. 'campaign dashboard'")
+    token.add_argument("--days", type=int, default=90, help="how many days it works (default: 90)")
     token.set_defaults(func=_new_token)
+    listing = tools.add_parser("tokens", help="list API tokens: id, who, label, created, expires, revoked",
+                               description="List every staff API token (never the token itself).")
+    listing.set_defaults(func=_list_tokens)
+    revoke = tools.add_parser("revoke", help="revoke an API token by its id (see `staff tokens`)",
+                              description="Revoke a staff API token at once; requests with it are refused from then on.")
+    revoke.add_argument("token_id", type=int, help="the id shown by `python -m bot staff tokens`")
+    revoke.set_defaults(func=_revoke_token)
 
 
 def _new_token(args: argparse.Namespace, settings: Settings) -> int:
@@ -88,9 +96,52 @@ def _new_token(args: argparse.Namespace, settings: Settings) -> int:
                 if not await feature(core).staff.can_broadcast(session, user):
                     print(f"{args.telegram_id} has no campaign or admin role: grant one first (/grant in chat)", file=sys.stderr)
                     return 1
-                token = await feature(core).staff.new_api_token(session, user, args.label)
+                token = await feature(core).staff.new_api_token(session, user, args.label, days=args.days)
             print(token)
             return 0
+        finally:
+            await core.close()
+
+    return asyncio.run(run())
+
+
+def _list_tokens(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlmodel import col, select
+
+    from bot.app import build_core
+    from storage.broadcasts import ApiToken
+    from storage.models import User
+
+    async def run() -> int:
+        core = await build_core(settings)
+        try:
+            async with core.db.session() as session:
+                rows = (await session.exec(select(ApiToken, User).join(User, col(User.id) == col(ApiToken.user_id))
+                                           .order_by(col(ApiToken.id)))).all()
+            print(f"{'id':>4}  {'telegram id':<14} {'label':<24} {'created':<17} {'expires':<17} revoked")
+            for token, user in rows:
+                stamp = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "-"  # noqa: E731
+                print(f"{token.id:>4}  {user.address:<14} {token.label[:24]:<24} {stamp(token.created_at):<17} "
+                      f"{stamp(token.expires_at):<17} {stamp(token.revoked_at)}")
+            if not rows:
+                print("no tokens")
+            return 0
+        finally:
+            await core.close()
+
+    return asyncio.run(run())
+
+
+def _revoke_token(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.app import build_core
+
+    async def run() -> int:
+        core = await build_core(settings)
+        try:
+            async with core.db.transaction() as session:
+                done = await feature(core).staff.revoke_api_token(session, args.token_id)
+            print(f"token {args.token_id} revoked" if done else f"no active token with id {args.token_id}", file=sys.stdout if done else sys.stderr)
+            return 0 if done else 1
         finally:
             await core.close()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
-from sqlmodel import col, or_, select
+from sqlmodel import col, or_, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.engine.i18n import SOURCE_LANGUAGE
@@ -16,6 +16,7 @@ from storage.models import User, utcnow
 
 ROLES = ("admin", "campaign", "partner")
 INVITE_LIFETIME = timedelta(days=7)
+TOKEN_DAYS = 90  # a staff API token works this long; make a new one with `python -m bot staff token`
 
 
 class StaffError(ValueError):
@@ -104,20 +105,37 @@ class Staff:
         now = now or utcnow()
         if invite is None or invite.used_at is not None or invite.expires_at < now:
             raise StaffError("this invite link is not valid any more")
-        invite.used_by, invite.used_at = user.id, now
-        session.add(invite)
+        # One winner when two people open the link at once: a conditional update, not a read then a write.
+        won = await session.exec(update(StaffInvite).where(  # type: ignore[call-overload]
+            col(StaffInvite.id) == invite.id, col(StaffInvite.used_at).is_(None), col(StaffInvite.expires_at) >= now)
+            .values(used_by=user.id, used_at=now).execution_options(synchronize_session=False))
+        if won.rowcount != 1:
+            raise StaffError("this invite link is not valid any more")
         if (await session.exec(select(StaffRole).where(StaffRole.user_id == user.id, StaffRole.role == invite.role))).first() is None:
             session.add(StaffRole(user_id=user.id, role=invite.role, granted_by=invite.created_by))  # type: ignore[arg-type]
         self.audit(session, user, "accept_invite", f"role:{invite.role}")
         await self.update_menu(session, user)
         return invite.role
 
-    async def new_api_token(self, session: AsyncSession, user: User, label: str = "") -> str:
+    async def new_api_token(self, session: AsyncSession, user: User, label: str = "", days: int = TOKEN_DAYS) -> str:
         token = "srt_" + secrets.token_urlsafe(24)
-        session.add(ApiToken(token_hash=_hash(token), user_id=user.id, label=label))  # type: ignore[arg-type]
+        session.add(ApiToken(token_hash=_hash(token), user_id=user.id, label=label, expires_at=utcnow() + timedelta(days=days)))  # type: ignore[arg-type]
         self.audit(session, user, "api_token_created", label)
         return token
 
     async def user_for_token(self, session: AsyncSession, token: str) -> User | None:
         row = (await session.exec(select(ApiToken).where(ApiToken.token_hash == _hash(token), ApiToken.revoked_at == None))).first()  # noqa: E711
-        return await session.get(User, row.user_id) if row else None
+        if row is None or (row.expires_at is not None and row.expires_at.replace(tzinfo=timezone.utc) <= utcnow()):
+            return None
+        return await session.get(User, row.user_id)
+
+    async def revoke_api_token(self, session: AsyncSession, token_id: int) -> bool:
+        row = await session.get(ApiToken, token_id)
+        if row is None or row.revoked_at is not None:
+            return False
+        row.revoked_at = utcnow()
+        session.add(row)
+        user = await session.get(User, row.user_id)
+        if user is not None:
+            self.audit(session, user, "api_token_revoked", f"token:{token_id}")
+        return True

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from bot.outbox import Outbox, Rejected, RetryLater, Sender
-from storage.models import OutboxMessage
+from storage.models import OutboxMessage, utcnow
 
 if TYPE_CHECKING:
     from bot.features.reports.partners import Partner, PartnerBook
@@ -50,8 +50,10 @@ def webhook_payload(report: Report, partner: Partner, decision: RouteDecision) -
     }
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """HMAC-SHA256 over "<timestamp>." and the raw body: a captured request cannot be
+    replayed once the receiver's five-minute window has passed."""
+    return "sha256=" + hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 def idempotency_key(row: OutboxMessage) -> str:
@@ -74,8 +76,9 @@ class WebhookDelivery:
             raise RetryLater(self._backoff(row))  # configuration missing: keep trying until someone sets it
         body = json.dumps({**payload, "delivery_id": idempotency_key(row), "created_at": row.created_at.isoformat()},
                           ensure_ascii=False, sort_keys=True).encode()
-        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(row),
-                   "X-SafeRoute-Signature": sign(secret, body), "X-SafeRoute-Schema": SCHEMA}
+        timestamp = int(utcnow().timestamp())
+        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(row), "X-SafeRoute-Timestamp": str(timestamp),
+                   "X-SafeRoute-Signature": sign(secret, body, timestamp), "X-SafeRoute-Schema": SCHEMA}
         try:
             async with aiohttp.ClientSession(timeout=self.timeout) as http, http.post(partner.webhook_url, data=body, headers=headers) as resp:
                 if 200 <= resp.status < 300:
