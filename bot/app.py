@@ -60,7 +60,9 @@ def load_engine(settings: Settings) -> tuple[FlowSet, Content, Translator, Engin
     content = load_content(settings.flows_dir)
     texts = Translator.from_dir(settings.locales_dir)
     understander = Understander.from_dir(settings.flows_dir / "understanding")
-    return flows, content, texts, Engine(flows, content, texts, settings.default_language, understander)
+    engine = Engine(flows, content, texts, settings.default_language, understander)
+    engine.max_attachments = settings.report_max_attachments
+    return flows, content, texts, engine
 
 
 async def build_core(settings: Settings) -> Core:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -113,3 +114,39 @@ class ChatLocks:
             if not self._users[chat]:
                 del self._users[chat]
                 self._locks.pop(chat, None)
+
+
+class ChatPace:
+    """A person who sends more than a few messages a second is slowed down, not dropped:
+    their messages wait (in order, in their chat's own queue, so nobody else waits), and
+    they are told once. A token bucket per chat: `burst` at once, then `rate` a second."""
+
+    def __init__(self, rate: float = 2.0, burst: int = 6, clock: Callable[[], float] = time.monotonic, tell_every: float = 60.0) -> None:
+        self.rate, self.burst, self.clock, self.tell_every = rate, burst, clock, tell_every
+        self._tokens: dict[str, tuple[float, float]] = {}
+        self._told: dict[str, float] = {}
+
+    def wait_needed(self, chat: str) -> float:
+        """Seconds this chat's next message must wait (0: go now); takes a token when it can go."""
+        now = self.clock()
+        tokens, since = self._tokens.get(chat, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - since) * self.rate)
+        if tokens >= 1.0:
+            self._tokens[chat] = (tokens - 1.0, now)
+            if len(self._tokens) > 50_000:
+                self._forget_idle(now)
+            return 0.0
+        self._tokens[chat] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+    def should_tell(self, chat: str) -> bool:
+        now = self.clock()
+        if now - self._told.get(chat, -1e9) < self.tell_every:
+            return False
+        self._told[chat] = now
+        return True
+
+    def _forget_idle(self, now: float) -> None:
+        for chat, (tokens, since) in list(self._tokens.items()):
+            if tokens + (now - since) * self.rate >= self.burst:
+                del self._tokens[chat]

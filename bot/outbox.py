@@ -38,6 +38,7 @@ PRIORITY_PARTNER = 10
 PRIORITY_BROADCAST = 20
 LEASE = timedelta(seconds=60)
 MAX_ATTEMPTS = 8
+REPLIES_PER_CHAT = 3  # places one chat may take in a claim of the reply lane
 
 
 class DeliveryError(Exception):
@@ -136,24 +137,33 @@ class Outbox:
     def notify(self) -> None:
         self.wakeup.set()
 
-    async def claim(self, channel: str, limit: int = 50, *, min_priority: int = 0, max_priority: int = 1_000) -> list[OutboxMessage]:
+    async def claim(self, channel: str, limit: int = 50, *, min_priority: int = 0, max_priority: int = 1_000,
+                    per_chat: int | None = None) -> list[OutboxMessage]:
         """Lease up to `limit` due rows, most urgent first: rows whose sender died (lease
         run out) before new ones. Each query walks ix_outbox_claim in order and stops at
-        its limit, so its cost does not grow with the backlog."""
+        its limit, so its cost does not grow with the backlog. With `per_chat`, no chat
+        takes more than that many places in one claim: one person's backlog of replies never
+        holds back another person's (their next rows come in the next claim, in order)."""
         now = utcnow()
         async with self.db.transaction() as session:
             rows: list[OutboxMessage] = []
+            taken: defaultdict[str, int] = defaultdict(int)
             for status in ("sending", "pending"):
-                query = (
-                    select(OutboxMessage)
-                    .where(OutboxMessage.channel == channel, OutboxMessage.status == status, col(OutboxMessage.not_before) <= now,
-                           col(OutboxMessage.priority) >= min_priority, col(OutboxMessage.priority) <= max_priority)
-                    .order_by(col(OutboxMessage.priority), col(OutboxMessage.id))
-                    .limit(limit - len(rows))
-                )
+                due = (OutboxMessage.channel == channel, OutboxMessage.status == status, col(OutboxMessage.not_before) <= now,
+                       col(OutboxMessage.priority) >= min_priority, col(OutboxMessage.priority) <= max_priority)
+                query = select(OutboxMessage).where(*due)
+                if per_chat is not None:  # the first few rows of each chat, by a window over the due rows
+                    ranked = (select(OutboxMessage.id, func.row_number().over(
+                        partition_by=OutboxMessage.chat, order_by=(col(OutboxMessage.priority), col(OutboxMessage.id))).label("place"))
+                        .where(*due).subquery())
+                    query = select(OutboxMessage).where(col(OutboxMessage.id).in_(select(ranked.c.id).where(ranked.c.place <= per_chat)))
+                query = query.order_by(col(OutboxMessage.priority), col(OutboxMessage.id)).limit(limit - len(rows))
                 if self.db.is_postgres:
                     query = query.with_for_update(skip_locked=True)
-                rows.extend(await session.exec(query))
+                for row in await session.exec(query):
+                    if per_chat is None or taken[row.chat] < per_chat:
+                        taken[row.chat] += 1
+                        rows.append(row)
                 if len(rows) >= limit:
                     break
             if rows:
@@ -378,7 +388,7 @@ class Sender:
     async def _reply_lane(self) -> None:
         while not self._stopping:
             self.outbox.wakeup.clear()
-            rows = await self.outbox.claim(self.channel, 50, max_priority=PRIORITY_BROADCAST - 1)
+            rows = await self.outbox.claim(self.channel, 50, max_priority=PRIORITY_BROADCAST - 1, per_chat=REPLIES_PER_CHAT)
             if rows:
                 await self._send_all(rows)
                 continue

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     )
     key_file: Path = Field(default=PROJECT_ROOT / "data" / "secret.key", description="Where the local key lives when SAFEROUTE_KEYS is unset.")
     report_retention_days: int = Field(default=180, description="Closed cases are purged after this many days; anonymous counts stay.")
+    reports_per_hour: int = Field(default=3, description="Reports one person may send in an hour; more are refused kindly, with the numbers.")
+    report_max_attachments: int = Field(default=10, description="Photos, voice notes and documents kept with one report; partners are told of any cut.")
     admin_telegram_ids: str = Field(default="", description="Comma-separated Telegram user ids of the first admins.")
     send_rate: float = Field(default=25.0, description="Messages a second the Telegram sender never exceeds in any one-second window.")
     paid_broadcast: bool = Field(default=False, description="Send broadcasts with allow_paid_broadcast (Telegram Stars) and allow up to PAID_SEND_RATE.")

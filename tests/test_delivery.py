@@ -222,3 +222,76 @@ async def test_a_staff_api_port_in_use_is_a_clear_error_not_a_silent_stop(fake_a
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert f"127.0.0.1:{port}" in last and "API_PORT" in last and "Traceback" not in result.stderr
+
+
+async def test_one_chats_backlog_of_500_replies_does_not_hold_back_another_persons_reply(database_url: str) -> None:
+    """The reproduction: behind a 500-message flood from one user, another user's reply
+    took 10.2 s instead of 0.02 s."""
+    db = await connect(database_url)
+    outbox = Outbox(db)
+    order: list[str] = []
+    other_sent = asyncio.Event()
+
+    async def deliver(row: OutboxMessage, payload: dict[str, Any]) -> str:
+        await asyncio.sleep(0.005)
+        order.append(row.chat)
+        if row.chat == "other":
+            other_sent.set()
+        return "1"
+
+    await queue(outbox, ["flood"] * 500)
+    await queue(outbox, ["other"])
+    sender = Sender(outbox, "test", deliver, idle_poll=0.05)
+    task = asyncio.create_task(sender.run())
+    await asyncio.wait_for(other_sent.wait(), 30)
+    await sender.stop(task)
+    assert order.index("other") <= 3, f"the other person's reply went out after {order.index('other')} of the flood"
+
+
+def test_a_person_flooding_is_slowed_to_a_steady_pace_after_a_burst() -> None:
+    from bot.inbox import ChatPace
+    now = [0.0]
+    pace = ChatPace(rate=2.0, burst=6, clock=lambda: now[0])
+    assert [pace.wait_needed("a") for _ in range(6)] == [0.0] * 6, "a burst of six goes at once"
+    assert pace.wait_needed("a") == pytest.approx(0.5), "then two a second"
+    assert pace.wait_needed("b") == 0.0, "someone else is not slowed"
+    assert pace.should_tell("a") and not pace.should_tell("a"), "told once"
+    now[0] += 3.0
+    assert pace.wait_needed("a") == 0.0
+
+
+async def test_a_fourth_report_within_the_hour_is_refused_kindly_and_too_many_files_are_cut_and_said(running_bot: RunningBot) -> None:
+    """The reproduction: one user filed 10 urgent reports in 44 s, and one report with 150
+    photos put all 150 into the partner's group."""
+    from tests.test_reports import BANGKOK, in_group, partner_groups
+    fake, texts = running_bot.fake, running_bot.core.texts
+    en = lambda key, **p: texts.get("en", key, **p)  # noqa: E731
+    partner_groups(fake)
+    user = running_bot.user(6901, "en")
+    await user.start_in(texts, "en")
+    codes = []
+    for n in range(3):
+        await user.send("/report")
+        await user.press(en("report.danger.no"), await user.expect(re.escape(en("report.ask_danger"))))
+        await user.press(en("report.category.documents_wages"), await user.expect(re.escape(en("report.ask_category"))))
+        await user.press(en("country.TH"), await user.expect(re.escape(en("report.ask_country"))))
+        await user.press(en("province.TH.bangkok"), await user.expect(re.escape(en("report.ask_province")[:20])))
+        await user.press(en("report.affected.me"), await user.expect(re.escape(en("report.ask_affected"))))
+        await user.expect(re.escape(en("report.ask_description")[:30]))
+        await user.send(f"Report number {n + 1}: no pay for two months")
+        await user.expect(re.escape(en("report.ask_attachments")[:30]))
+        for photo in range(12 if n == 0 else 0):
+            await fake.user_sends_photo(6901, f"PHOTO-{photo}")
+        if n == 0:
+            await user.expect(re.escape(en("common.attachments_limit", limit=10)[:40]))
+        await user.press(en("report.attachments_done"))
+        await user.press(en("report.contact.on_check"), await user.expect(re.escape(en("report.ask_contact"))))
+        await user.press(en("report.consent.yes"), await user.expect(re.escape(en("report.ask_consent")[:30])))
+        codes.append((await user.expect("Your report has been received")).text.split("code is ")[1][:6])
+    card = await in_group(fake, BANGKOK, codes[0])
+    assert "2 more file(s) were sent but not kept" in card.text, "the partner is told the report was cut"
+    await fake.wait_for(lambda: sum(1 for m in fake.bot_messages(BANGKOK) if m.media) >= 10)
+    assert sum(1 for m in fake.bot_messages(BANGKOK) if m.media) == 10
+    await user.send("/report")
+    refused = await user.expect(re.escape(en("report.too_many")[:40]))
+    assert visible_text(en("report.emergency_header")) in refused.text and "191" in refused.text, "with the numbers"

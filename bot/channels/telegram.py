@@ -15,6 +15,7 @@ import logging
 import warnings
 from typing import Any
 
+from sqlmodel import select
 from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram import Message as TgMessage
 from telegram.constants import ParseMode
@@ -27,10 +28,10 @@ from bot.conversation import Conversations, Receipt
 from bot.engine.events import Event, Message, split_text, telegram_len
 from bot.engine.flows import FlowSet
 from bot.engine.i18n import SOURCE_LANGUAGE, Translator
-from bot.inbox import ChatLocks, Inbox
+from bot.inbox import ChatLocks, ChatPace, Inbox
 from bot.outbox import CannotContinue, ChatMoved, NotSentYet, Outbox, RateLimiter, Rejected, RecipientGone, RetryLater, Sender
 from bot.supervise import supervise
-from storage.models import OutboxMessage
+from storage.models import OutboxMessage, User
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class TelegramChannel:
         self.texts = texts
         self.poll_timeout = poll_timeout
         self.locks = ChatLocks()
+        self.pace = ChatPace()
         self.app: Application = (Application.builder().token(token).base_url(base_url).updater(None)  # type: ignore[type-arg]
                                  .request(AiohttpRequest(connections=SEND_CONNECTIONS))
                                  .get_updates_request(AiohttpRequest(connections=1)).build())
@@ -241,12 +243,31 @@ class TelegramChannel:
         task.add_done_callback(self._tasks.discard)
 
     async def _dispatch(self, update: Update) -> None:
-        async with self.locks.hold(self._chat_of(update)):
+        chat = self._chat_of(update)
+        async with self.locks.hold(chat):
+            if update.message is not None and update.message.chat.type == "private":
+                await self._keep_pace(chat, update)
             try:
                 await self.app.process_update(update)
             except Exception as exc:
                 log.error("update %s failed: %s", update.update_id, type(exc).__name__)
                 await self.inbox.mark_failed(CHANNEL, str(update.update_id), type(exc).__name__)
+
+    async def _keep_pace(self, chat: str, update: Update) -> None:
+        """A flood from one person waits in that person's queue; they are told once."""
+        wait = self.pace.wait_needed(chat)
+        if wait <= 0:
+            return
+        if self.pace.should_tell(chat):
+            async with self.inbox.db.transaction() as session:
+                chosen = (await session.exec(select(User.lang).where(User.channel == CHANNEL, User.address == chat))).first()
+                client = update.effective_user.language_code if update.effective_user else None
+                lang = chosen or (client or SOURCE_LANGUAGE).split("-")[0]
+                Outbox.add(session, CHANNEL, chat, "message", {"text": self.texts.get(lang, "common.slow_down")})
+            self.outbox.notify()
+        while wait > 0:
+            await asyncio.sleep(wait)
+            wait = self.pace.wait_needed(chat)
 
     async def resume_pending(self) -> None:
         """Handle updates that were stored but not finished before the last stop: scheduled

@@ -109,6 +109,8 @@ CODE_KEYS: tuple[str, ...] = (
     "quick_exit.cover",
     "report.emergency_header",
     "common.reask",
+    "common.slow_down",
+    "common.attachments_limit",
     "common.need_phone",
     "common.need_text",
     "common.offer",

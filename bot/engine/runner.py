@@ -88,6 +88,7 @@ class Engine:
         self.default_language = default_language
         self.understander = understander or Understander({})
         self.actions: dict[str, Action] = {}
+        self.max_attachments = 10
 
     def register(self, name: str, action: Action) -> None:
         self.actions[name] = action
@@ -199,9 +200,15 @@ class Engine:
             return await self._run(turn, turn.conversation.flow or "menu", step.next or "")
         if step is not None and step.collect and event.attachments:
             collected = list(turn.values.get(step.collect) or [])
-            collected += event.attachments
+            room = max(self.max_attachments - len(collected), 0)
+            collected += event.attachments[:room]
             turn.values[step.collect] = collected
-            turn.say("common.attachment_received", count=len(collected))
+            dropped = len(event.attachments) - min(room, len(event.attachments))
+            if dropped:  # kept count goes with the report, so that the partner knows it was cut
+                turn.values[f"{step.collect}_dropped"] = int(turn.values.get(f"{step.collect}_dropped") or 0) + dropped
+                turn.say("common.attachments_limit", limit=self.max_attachments)
+            else:
+                turn.say("common.attachment_received", count=len(collected))
             return await self._run(turn, turn.conversation.flow or "menu", step.id, announce=False)
         if event.text:
             return await self._on_text(turn, event.text)

@@ -32,13 +32,14 @@ TEXT_KEYS = (
     + ["report.partner_message", "report.status", "report.status_not_found", "report.answer_sent", "report.answer_failed",
        "report.update_acknowledged", "report.update_closed", "report.reply_prompt", "report.reply_later"]
     + [f"partner.card.{k}" for k in ("title", "urgent", "category", "where", "affected", "contact", "language", "received",
-                                     "routing", "location", "phone", "attachments", "screening", "original", "continued")]
+                                     "routing", "location", "phone", "attachments", "screening", "original", "continued",
+                                     "attachments_cut")]
     + [f"partner.button.{k}" for k in ("ack", "claim", "ask", "close")]
     + [f"partner.outcome.{k}" for k in ("resolved", "referred", "no_contact", "not_a_case")]
     + [f"partner.{k}" for k in ("refused", "already_closed", "acknowledged", "claimed", "ask_prompt", "close_prompt", "closed",
                                 "no_bot_contact", "relayed", "waiting_for_check", "reporter_answer", "forgotten")]
 )
-ACTION_NAMES = frozenset({"reports.check_coverage", "reports.submit", "reports.count_only", "reports.status", "reports.relay_answer", "reports.forget"})
+ACTION_NAMES = frozenset({"reports.check_limit", "reports.check_coverage", "reports.submit", "reports.count_only", "reports.status", "reports.relay_answer", "reports.forget"})
 
 
 def partners_path(flows_dir: Path) -> Path:
@@ -49,7 +50,7 @@ class ReportsFeature:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.book: PartnerBook = load_partners(partners_path(core.settings.flows_dir))
-        self.desk = ReportDesk(self.book, core.texts)
+        self.desk = ReportDesk(self.book, core.texts, core.settings.reports_per_hour)
         self.console = PartnerConsole(self.desk)
         self.webhooks = WebhookDelivery(self.book, core.outbox)
 
@@ -98,6 +99,7 @@ class ReportsFeature:
 
     def actions(self) -> dict[str, Action]:
         return {
+            "reports.check_limit": self.desk.check_limit,
             "reports.check_coverage": self.desk.check_coverage,
             "reports.submit": self.desk.submit,
             "reports.count_only": self.desk.count_only,

@@ -14,7 +14,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.engine.events import split_text, telegram_len
@@ -31,7 +31,7 @@ from storage.reports import CasePost, Report, ReportCount, ReportRoute
 log = logging.getLogger(__name__)
 
 CODE_ALPHABET = "ACDEFGHJKLMNPQRTUVWXY34679"  # no 0/O, 1/I, 2/Z, 5/S, 8/B look-alikes
-DRAFT_KEYS = ("category", "urgent", "country", "province", "place", "affected", "description", "attachments",
+DRAFT_KEYS = ("category", "urgent", "country", "province", "place", "affected", "description", "attachments", "attachments_dropped",
               "contact_mode", "phone", "screening_summary")
 TELEGRAM = "telegram"
 WEBHOOK = "webhook"
@@ -79,9 +79,17 @@ async def count(session: AsyncSession, when: datetime, country: str, category: s
 class ReportDesk:
     """The report feature's services, shared by the flow actions, the partner console and jobs."""
 
-    def __init__(self, book: PartnerBook, texts: Translator) -> None:
+    def __init__(self, book: PartnerBook, texts: Translator, reports_per_hour: int = 3) -> None:
         self.book = book
         self.texts = texts
+        self.reports_per_hour = reports_per_hour
+
+    async def check_limit(self, turn: Turn) -> str | None:
+        """More reports in an hour than anyone in need sends: refused kindly, with the numbers."""
+        since = utcnow() - timedelta(hours=1)
+        sent = (await turn.session.exec(select(func.count()).select_from(Report).where(  # type: ignore[call-overload]
+            Report.reporter_id == turn.user.id, col(Report.created_at) >= since))).one()
+        return "too_many" if sent >= self.reports_per_hour else None
 
     # -- taking a report -------------------------------------------------------------------
 
@@ -103,6 +111,7 @@ class ReportDesk:
             "location": place.get("location") if isinstance(place, dict) else None,
             "phone": values.get("phone") if values.get("contact_mode") == "phone" else None,
             "attachments": values.get("attachments") or [],
+            "attachments_dropped": int(values.get("attachments_dropped") or 0),
             "screening_summary": values.get("screening_summary"),
         }
         report = Report(
@@ -214,6 +223,8 @@ class ReportDesk:
             lines.append(t("partner.card.phone", phone=html.escape(content["phone"])))
         if content.get("attachments"):
             lines.append(t("partner.card.attachments", count=len(content["attachments"])))
+        if content.get("attachments_dropped"):
+            lines.append(t("partner.card.attachments_cut", count=content["attachments_dropped"]))
         if content.get("screening_summary"):
             lines.append(t("partner.card.screening", summary=html.escape(str(content["screening_summary"]))))
         shown = (content.get("description") or "—") if description is None else description
