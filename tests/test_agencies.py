@@ -310,3 +310,9 @@ async def test_with_no_list_vietnam_says_where_to_check_and_cambodia_where_to_as
     cambodia = await user.expect(re.escape(visible_text(en("agency.no_list", country=en("country.KH")))))
     assert visible_text(en("fact.kh_agency_list"))[:40] in cambodia.text, "no current list for Cambodia: ask MoLVT or an MRC"
     assert all(name in cambodia.text for name in user.named_sources(running_bot.core.content, "KH-16", "KH-5"))
+
+
+def test_rejected_rows_are_printed_without_acting_on_escape_sequences() -> None:
+    from bot.features.agencies import terminal_safe
+    shown = terminal_safe("agencies.csv:3: rejected: country '\x1b[2J\x1b[31mKH' is not one of KH")
+    assert "\x1b" not in shown and "\\x1b[2J" in shown

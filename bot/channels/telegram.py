@@ -43,7 +43,7 @@ TELEGRAM_TEXT_LIMIT = 4096
 # more only adds event-loop overhead and a larger burst when a 429 pauses everything.
 SEND_CONNECTIONS = 32
 # TelegramChannel._send_text calls sendMessage through do_api_request on purpose.
-warnings.filterwarnings("ignore", message=r"Please use 'Bot\.send_message'", category=PTBUserWarning)
+warnings.filterwarnings("ignore", message=r"Please use 'Bot\.(send_message|get_updates)'", category=PTBUserWarning)
 
 
 def _attachments(message: TgMessage) -> list[dict[str, str]]:
@@ -215,19 +215,33 @@ class TelegramChannel:
     async def fetch_once(self, timeout: int | None = None) -> list[str]:
         """One getUpdates call: store what came, then schedule it. Returns the new keys."""
         wait = self.poll_timeout if timeout is None else timeout
-        self._poll = asyncio.ensure_future(self.app.bot.get_updates(
-            offset=self._offset, timeout=wait, read_timeout=wait + 10, allowed_updates=ALLOWED_UPDATES
-        ))
+        # Telegram's answer as JSON, each update read on its own: one that python-telegram-bot
+        # cannot read must not block every update behind it (the offset would never move).
+        self._poll = asyncio.ensure_future(self.app.bot.do_api_request(
+            "get_updates", api_kwargs={"offset": self._offset, "timeout": wait, "allowed_updates": ALLOWED_UPDATES},
+            read_timeout=wait + 10))
         try:
-            updates = await self._poll
+            raw = await self._poll
         finally:
             self._poll = None
-        if not updates:
+        if not raw:
             return []
-        rows = [(str(u.update_id), self._chat_of(u), u.to_dict()) for u in updates]
+        readable: list[Update] = []
+        rows = []
+        for item in raw:
+            try:
+                update = Update.de_json(item, self.app.bot)
+            except Exception as exc:
+                log.error("update %s cannot be read (%s); set aside", item.get("update_id"), type(exc).__name__, exc_info=True)
+                update = None
+            if update is not None:
+                readable.append(update)
+            rows.append((str(item["update_id"]), self._chat_of(update) if update else "-", item))
         new = set(await self.inbox.store(CHANNEL, rows))
-        self._offset = max(u.update_id for u in updates) + 1
-        for update in updates:
+        self._offset = max(int(item["update_id"]) for item in raw) + 1
+        for key in new - {str(u.update_id) for u in readable}:
+            await self.inbox.mark_failed(CHANNEL, key, "unreadable update")
+        for update in readable:
             if str(update.update_id) in new:
                 self._schedule(update)
         return sorted(new)

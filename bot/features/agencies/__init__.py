@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +73,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 def print_result(result: ImportResult, path: Path) -> int:
     parsed = result.parsed
     for rejected in parsed.rejected:
-        print(f"{path}:{rejected.line}: rejected: {'; '.join(rejected.reasons)}")
+        print(terminal_safe(f"{path}:{rejected.line}: rejected: {'; '.join(rejected.reasons)}"))
     if not parsed.ok:
         print(f"{len(parsed.rejected)} row(s) rejected, {len(parsed.records)} valid; nothing imported. Fix the rows and run again.")
         return 1
@@ -117,3 +118,9 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def terminal_safe(text: str) -> str:
+    """Imported data shown in a terminal: control characters (escape sequences that could
+    rewrite the screen) are shown as their code, never acted on."""
+    return "".join(ch if ch == "\n" or unicodedata.category(ch) != "Cc" else f"\\x{ord(ch):02x}" for ch in text)
