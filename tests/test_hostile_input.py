@@ -68,8 +68,9 @@ def kinds(draw: Any, fake: Any, update_id: int) -> dict[str, Any]:
     elif kind == "contact":
         fields["contact"] = {"phone_number": draw(st.text(max_size=20)) or "0", "first_name": "x"}
     elif kind == "poll":
-        fields["poll"] = {"id": "p", "persistent_id": "p1", "question": draw(texts) or "?", "options": [{"text": "a", "voter_count": 0}], "total_voter_count": 0,
-                          "is_closed": False, "is_anonymous": True, "type": "regular", "allows_multiple_answers": False}
+        fields["poll"] = {"id": "p", "persistent_id": "p1", "question": draw(texts) or "?", "options": [{"text": "a", "voter_count": 0, "persistent_id": "o1"}], "total_voter_count": 0,
+                          "is_closed": False, "is_anonymous": True, "type": "regular", "allows_multiple_answers": False,
+                          "allows_revoting": False, "members_only": False}
     message = fake._user_message(GROUP if kind == "group" else user, user, **fields)
     base["edited_message" if kind == "edited" else "message"] = {**message, **({"edit_date": 1} if kind == "edited" else {})}
     return base
