@@ -295,3 +295,56 @@ async def test_a_fourth_report_within_the_hour_is_refused_kindly_and_too_many_fi
     await user.send("/report")
     refused = await user.expect(re.escape(en("report.too_many")[:40]))
     assert visible_text(en("report.emergency_header")) in refused.text and "191" in refused.text, "with the numbers"
+
+
+async def test_under_20_percent_injected_faults_every_reply_and_case_arrives_once(running_bot: RunningBot) -> None:
+    """429s, 500s, 502s and dropped connections on a fifth of all requests (getUpdates
+    included): every person's answers and the partner's case card arrive, none twice."""
+    from tests.test_reports import BANGKOK, in_group, partner_groups
+    fake, core = running_bot.fake, running_bot.core
+    en = lambda key, **p: core.texts.get("en", key, **p)  # noqa: E731
+    partner_groups(fake)
+    people = [running_bot.user(7400 + n, "en") for n in range(3)]
+    fake.inject_faults(0.2, seed=20261201)
+    for person in people:
+        await person.send("/start")
+    for person in people:
+        await person.press("English", timeout=60)
+        await person.expect(re.escape(en("menu.prompt")), timeout=60)
+        await person.send("/hotlines")
+        await person.press(en("country.TH"), timeout=60)
+        await person.expect("1300", timeout=60)
+    reporter = people[0]
+    await reporter.send("/report")
+    await reporter.press(en("report.danger.no"), timeout=60)
+    await reporter.press(en("report.category.documents_wages"), timeout=60)
+    await reporter.press(en("country.TH"), timeout=60)
+    await reporter.press(en("province.TH.bangkok"), timeout=60)
+    await reporter.press(en("report.affected.me"), timeout=60)
+    await reporter.expect(re.escape(en("report.ask_description")[:30]), timeout=60)
+    await reporter.send("No pay for three months")
+    await reporter.press(en("report.attachments_done"), timeout=60)
+    await reporter.press(en("report.contact.on_check"), timeout=60)
+    await reporter.press(en("report.consent.yes"), timeout=60)
+    code = (await reporter.expect("Your report has been received", timeout=60)).text.split("code is ")[1][:6]
+    await in_group(fake, BANGKOK, code)
+    assert len(fake.faults) >= 10, f"faults were injected: {len(fake.faults)}"
+    fake.inject_faults(0.0)
+
+    async def all_settled() -> bool:
+        async with core.db.session() as session:
+            return not (await session.exec(select(OutboxMessage.id).where(col(OutboxMessage.status).in_(["pending", "sending"])))).all()
+
+    deadline = time.monotonic() + 60
+    while not await all_settled():
+        assert time.monotonic() < deadline, "every row reaches an outcome"
+        await asyncio.sleep(0.05)
+    async with core.db.session() as session:
+        sent = (await session.exec(select(OutboxMessage.chat, OutboxMessage.kind).where(OutboxMessage.status == "sent"))).all()
+        unsent = (await session.exec(select(OutboxMessage.status).where(col(OutboxMessage.status).in_(["failed", "unreachable"])))).all()
+    assert not unsent, "nothing given up"
+    for person in people:
+        rows = sum(1 for chat, kind in sent if chat == str(person.id) and kind == "message")
+        assert len(fake.sent_to(person.id)) == rows, "each message the bot recorded as sent arrived exactly once"
+    cards = [m for m in fake.bot_messages(BANGKOK) if code in m.text]
+    assert len(cards) == 1, "the partner got the case once"

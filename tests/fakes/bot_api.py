@@ -13,6 +13,7 @@ import asyncio
 import itertools
 from collections import deque
 import json
+import random
 import re
 import time
 from collections.abc import Callable
@@ -136,6 +137,10 @@ class FakeBotApi:
         self._closing = False
         self.rate_limit: float | None = None
         self.accept_any_chat = False
+        self.fault_rate = 0.0
+        self.fault_kinds: tuple[str, ...] = ()
+        self.faults: list[tuple[str, str]] = []  # (method, kind) of every fault injected
+        self._fault_rng = random.Random(0)
         self.too_many = 0
         self._window: deque[float] = deque()
         self.sent_times: list[float] = []
@@ -229,6 +234,17 @@ class FakeBotApi:
             queued = self._fail_next.get(method)
             if queued:
                 raise queued.pop(0)
+            fault = self._fault_for(method)
+            if fault == "reset":  # the connection drops before the request is handled, as a flaky network does
+                self.faults.append((method, fault))
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=500)
+            if fault:
+                self.faults.append((method, fault))
+                raise {"429": ApiError(429, "Too Many Requests: retry after 1", {"retry_after": 1}),
+                       "500": ApiError(500, "Internal Server Error"), "502": ApiError(502, "Bad Gateway"),
+                       "403": ApiError(403, "Forbidden: bot was blocked by the user")}[fault]
             result = await handler(params)
         except ApiError as err:
             self.errors.append((method, err.description))
@@ -239,6 +255,21 @@ class FakeBotApi:
         return web.json_response({"ok": True, "result": result})
 
     # -- helpers for tests -------------------------------------------------------------------
+
+    def inject_faults(self, rate: float, *, seed: int = 0, kinds: tuple[str, ...] = ("429", "500", "502", "reset")) -> None:
+        """From now on, answer a share `rate` of requests (getUpdates included, which only
+        gets 5xx and resets) with a fault Telegram or the network produces, chosen by a seeded
+        generator so a failing run can be repeated. Every fault happens before the request is
+        handled: nothing is accepted and then reported as failed."""
+        self.fault_rate, self.fault_kinds, self._fault_rng = rate, kinds, random.Random(seed)
+
+    def _fault_for(self, method: str) -> str | None:
+        if not self.fault_rate or method in ("getMe", "setMyCommands", "deleteMyCommands", "deleteWebhook"):
+            return None
+        if self._fault_rng.random() >= self.fault_rate:
+            return None
+        kinds = [k for k in self.fault_kinds if method != "getUpdates" or k in ("500", "502", "reset")]
+        return self._fault_rng.choice(kinds) if kinds else None
 
     def fail_next(self, method: str, code: int, description: str, **parameters: Any) -> None:
         self._fail_next.setdefault(method, []).append(ApiError(code, description, parameters or None))
