@@ -10,6 +10,7 @@ what the bot sent. Benchmarks reuse it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 from collections import deque
 import json
@@ -137,6 +138,7 @@ class FakeBotApi:
         self._closing = False
         self.rate_limit: float | None = None
         self.accept_any_chat = False
+        self.deliveries: collections.Counter[int] = collections.Counter()  # how often each update_id was handed out
         self.fault_rate = 0.0
         self.fault_kinds: tuple[str, ...] = ()
         self.faults: list[tuple[str, str]] = []  # (method, kind) of every fault injected
@@ -396,6 +398,7 @@ class FakeBotApi:
             allowed = params.get("allowed_updates")
             result = [u for u in self.updates if not allowed or any(k in u for k in allowed)][:limit]
             self.delivered.extend(u for u in result if u not in self.delivered)
+            self.deliveries.update(int(u["update_id"]) for u in result)
             return result
 
     def _chat(self, params: dict[str, Any]) -> int:
