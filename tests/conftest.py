@@ -5,6 +5,8 @@ against the fake Bot API."""
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import Core, build_core
 from bot.channels.telegram import TelegramChannel
+from bot.logs import Redactor
 from bot.settings import PROJECT_ROOT, Settings
 from tests.fakes.bot_api import FakeBotApi
 from storage import clock, crypto
@@ -111,7 +114,29 @@ class RunningBot:
 
 @pytest.fixture
 async def running_bot(core: Core, fake_api: FakeBotApi) -> AsyncIterator[RunningBot]:
+    """The bot, with every log record of every library captured at DEBUG through the
+    project's redacting filter: after each end-to-end test, none of what the people in it
+    typed (8 characters or more), their names, nor the token may be in the logs."""
+    audit = os.environ.get("SAFEROUTE_LOG_AUDIT", "1") != "0"  # .ci/run's extra runs at other hours skip it
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    handler.setLevel(logging.DEBUG)
+    handler.addFilter(Redactor())
+    root = logging.getLogger()
+    level = root.level
+    if audit:
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG)
     bot = RunningBot(core, fake_api)
-    await bot.start()
-    yield bot
-    await bot.stop()
+    try:
+        await bot.start()
+        yield bot
+        await bot.stop()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    written = captured.getvalue()
+    said = {m.text for messages in fake_api.messages.values() for m in messages if m.from_user is not None and len(m.text) >= 12}
+    names = {u.first_name for u in fake_api.users.values() if len(u.first_name) >= 5 and u.first_name not in ("Subscriber",)}
+    leaked = [s for s in said | names | {fake_api.token} if s in written and not s.startswith("/")]
+    assert not leaked, f"in the DEBUG logs: {leaked[:5]}"
