@@ -197,15 +197,9 @@ class TelegramChannel:
             except (InvalidToken, Conflict) as exc:
                 raise CannotContinue(f"Telegram refused getUpdates: {type(exc).__name__} (a revoked token, or another "
                                      "instance polling the same bot)") from exc
-            except (NetworkError, TimedOut) as exc:
-                log.warning("getUpdates failed (%s); retrying in %.0fs", type(exc).__name__, backoff)
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                except TimeoutError:
-                    pass
-                backoff = min(backoff * 2, 60)
-            except Exception as exc:  # e.g. the database busy past its timeout: nothing was confirmed, so it is fetched again
-                log.error("fetching updates failed (%s); retrying in %.0fs", type(exc).__name__, backoff)
+            except Exception as exc:  # the network, or the database busy past its timeout: nothing was confirmed, so it comes again
+                level = logging.WARNING if isinstance(exc, NetworkError | TimedOut) else logging.ERROR
+                log.log(level, "getUpdates failed (%s); retrying in %.0fs", type(exc).__name__, backoff)
                 try:
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 except TimeoutError:

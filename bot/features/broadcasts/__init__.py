@@ -105,44 +105,47 @@ def _new_token(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run())
 
 
+def _with_core(settings: Settings, work: Callable[[Core], Awaitable[int]]) -> int:
+    """Run one command-line task against the database, closing it whatever happens."""
+    from bot.app import build_core
+
+    async def run() -> int:
+        core = await build_core(settings)
+        try:
+            return await work(core)
+        finally:
+            await core.close()
+
+    return asyncio.run(run())
+
+
 def _list_tokens(args: argparse.Namespace, settings: Settings) -> int:
     from sqlmodel import col, select
 
-    from bot.app import build_core
     from storage.broadcasts import ApiToken
     from storage.models import User
 
-    async def run() -> int:
-        core = await build_core(settings)
-        try:
-            async with core.db.session() as session:
-                rows = (await session.exec(select(ApiToken, User).join(User, col(User.id) == col(ApiToken.user_id))
-                                           .order_by(col(ApiToken.id)))).all()
-            print(f"{'id':>4}  {'telegram id':<14} {'label':<24} {'created':<17} {'expires':<17} revoked")
-            for token, user in rows:
-                stamp = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "-"  # noqa: E731
-                print(f"{token.id:>4}  {user.address:<14} {token.label[:24]:<24} {stamp(token.created_at):<17} "
-                      f"{stamp(token.expires_at):<17} {stamp(token.revoked_at)}")
-            if not rows:
-                print("no tokens")
-            return 0
-        finally:
-            await core.close()
+    async def work(core: Core) -> int:
+        async with core.db.session() as session:
+            rows = (await session.exec(select(ApiToken, User).join(User, col(User.id) == col(ApiToken.user_id))
+                                       .order_by(col(ApiToken.id)))).all()
+        print(f"{'id':>4}  {'telegram id':<14} {'label':<24} {'created':<17} {'expires':<17} revoked")
+        for token, user in rows:
+            stamp = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "-"  # noqa: E731
+            print(f"{token.id:>4}  {user.address:<14} {token.label[:24]:<24} {stamp(token.created_at):<17} "
+                  f"{stamp(token.expires_at):<17} {stamp(token.revoked_at)}")
+        if not rows:
+            print("no tokens")
+        return 0
 
-    return asyncio.run(run())
+    return _with_core(settings, work)
 
 
 def _revoke_token(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.app import build_core
+    async def work(core: Core) -> int:
+        async with core.db.transaction() as session:
+            done = await feature(core).staff.revoke_api_token(session, args.token_id)
+        print(f"token {args.token_id} revoked" if done else f"no active token with id {args.token_id}", file=sys.stdout if done else sys.stderr)
+        return 0 if done else 1
 
-    async def run() -> int:
-        core = await build_core(settings)
-        try:
-            async with core.db.transaction() as session:
-                done = await feature(core).staff.revoke_api_token(session, args.token_id)
-            print(f"token {args.token_id} revoked" if done else f"no active token with id {args.token_id}", file=sys.stdout if done else sys.stderr)
-            return 0 if done else 1
-        finally:
-            await core.close()
-
-    return asyncio.run(run())
+    return _with_core(settings, work)
