@@ -3,6 +3,9 @@ FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 
+# PyICU (word breaks for Khmer, Lao and Thai) compiles against the system's ICU.
+RUN apt-get update && apt-get install -y --no-install-recommends libicu-dev pkg-config g++ && rm -rf /var/lib/apt/lists/*
+
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY storage ./storage

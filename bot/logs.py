@@ -18,13 +18,20 @@ import re
 
 TOKEN = re.compile(r"(?<!\d)\d{5,12}:[A-Za-z0-9_-]{30,}")
 PEOPLES_FIELDS = ("text", "caption", "first_name", "last_name", "username", "description", "phone_number", "phone", "title",
-                  "body", "place", "address", "question", "explanation", "bio", "name", "query", "data")
+                  "body", "place", "address", "question", "explanation", "bio", "name", "query", "data", "url")
 _FIELD = re.compile(r"""(["']?(?:%s)["']?\s*[:=]\s*)(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^,)}\]\s]+)""" % "|".join(PEOPLES_FIELDS))
 _NUMBER = re.compile(r"(?<![\w.])[+]?\d[\d \-().]{5,}\d(?![\w.])")
 _LONG_ID = re.compile(r"(?<![\w.])-?\d{6,}(?![\w.])")
 
 
-def redact(text: str) -> str:
+DATABASE_LOGGERS = ("aiosqlite", "sqlalchemy", "asyncpg", "alembic")
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_STATEMENT = re.compile(r"^['\"]\s*(SELECT|INSERT|UPDATE|DELETE|BEGIN|COMMIT|ROLLBACK|RELEASE|SAVEPOINT|PRAGMA|CREATE|ALTER|DROP|WITH)\b", re.I)
+
+
+def redact(text: str, *, database: bool = False) -> str:
+    if database:  # statement parameters hold whatever was typed into a plain column (campaign names, links, ids)
+        text = _QUOTED.sub(lambda m: m.group(0) if _STATEMENT.match(m.group(0)) else "'[…]'", text)
     text = TOKEN.sub("[token]", text)
     text = _FIELD.sub(lambda m: m.group(1) + "[…]", text)
     text = _NUMBER.sub("[number]", text)
@@ -37,7 +44,7 @@ class Redactor(logging.Filter):
             message = record.getMessage()
         except Exception:  # a record whose arguments do not fit its format: keep the format only
             message = str(record.msg)
-        record.msg, record.args = redact(message), None
+        record.msg, record.args = redact(message, database=record.name.startswith(DATABASE_LOGGERS)), None
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None  # formatted (and rewritten) above; the raw exception is not written
