@@ -7,7 +7,7 @@ import gc
 import logging
 import signal
 from datetime import timedelta
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -118,6 +118,19 @@ async def run_telegram(settings: Settings) -> None:
         for sender, task in zip(senders, running, strict=True):
             await sender.stop(task)
         await core.close()
+
+
+def with_core(settings: Settings, work: Callable[[Core], Awaitable[int]]) -> int:
+    """Run one command-line task against the database, closing it whatever happens."""
+
+    async def run() -> int:
+        core = await build_core(settings)
+        try:
+            return await work(core)
+        finally:
+            await core.close()
+
+    return asyncio.run(run())
 
 
 async def run_terminal(settings: Settings, *, user: str, lang: str | None) -> None:

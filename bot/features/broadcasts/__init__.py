@@ -106,17 +106,9 @@ def _new_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _with_core(settings: Settings, work: Callable[[Core], Awaitable[int]]) -> int:
-    """Run one command-line task against the database, closing it whatever happens."""
-    from bot.app import build_core
+    from bot.app import with_core
 
-    async def run() -> int:
-        core = await build_core(settings)
-        try:
-            return await work(core)
-        finally:
-            await core.close()
-
-    return asyncio.run(run())
+    return with_core(settings, work)
 
 
 def _list_tokens(args: argparse.Namespace, settings: Settings) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import html
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -153,16 +152,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def _with_core(settings: Settings, work: Callable[[Core], Awaitable[int]]) -> int:
-    from bot.app import build_core
+    from bot.app import with_core
 
-    async def run() -> int:
-        core = await build_core(settings)
-        try:
-            return await work(core)
-        finally:
-            await core.close()
-
-    return asyncio.run(run())
+    return with_core(settings, work)
 
 
 def _stats(args: argparse.Namespace, settings: Settings) -> int:
