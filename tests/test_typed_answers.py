@@ -219,3 +219,25 @@ async def test_a_shared_contact_answers_the_phone_question_and_a_sticker_is_neve
     code = re.search(r"\b([A-Z0-9]{6})\b", received.text).group(1)  # type: ignore[union-attr]
     card = await in_group(fake, BANGKOK, code)
     assert "+855 12 345 678" in card.text and "មេការយកលិខិតឆ្លងដែនខ្ញុំ" in card.text and "—" not in card.text.split("\n")[-1]
+
+
+@pytest.mark.parametrize(("lang", "typed", "meaning"), [
+    ("lo", "ຂ້ອຍ", "me"), ("lo", "ລູກຂ້ອຍ", "someone_else"), ("km", "ខ្ញុំ", "me"), ("km", "កូនខ្ញុំ", "someone_else"),
+    ("th", "ผมเอง", "me"), ("th", "ลูกฉัน", "someone_else"), ("vi", "toi", "me"), ("vi", "con toi", "someone_else"),
+    ("en", "me", "me"), ("en", "my sister", "someone_else"),
+])
+async def test_who_is_affected_can_be_typed_and_my_child_is_someone_else(core: object, lang: str, typed: str, meaning: str) -> None:
+    from sqlmodel import select
+
+    from bot.engine.events import Event
+    from storage.models import Conversation, User
+    send = lambda **kw: core.conversations.handle(Event(channel="terminal", address="aff", client_lang=lang, **kw))  # type: ignore[attr-defined]  # noqa: E731
+    async with core.db.transaction() as session:  # type: ignore[attr-defined]
+        await core.engine.set_language(session, "terminal", "aff", lang)  # type: ignore[attr-defined]
+    for event in ({"command": "report"}, {"choice": "c:report:danger:no"}, {"choice": "c:report:category:other"},
+                  {"choice": "c:report:country:TH"}, {"choice": "c:report:province_TH:bangkok"}, {"text": typed}):
+        await send(**event)
+    async with core.db.session() as session:  # type: ignore[attr-defined]
+        user = (await session.exec(select(User).where(User.address == "aff"))).one()
+        conversation = await session.get(Conversation, user.id)
+    assert conversation.vars.get("affected") == meaning and conversation.step == "describe"  # type: ignore[union-attr]

@@ -108,6 +108,8 @@ class Content:
     def text_keys(self) -> list[tuple[str, Path, int]]:
         keys = [(f.text_key, self.paths["facts"], f.line) for f in self.facts if f.shown]
         keys += [(h.what, self.paths["hotlines"], h.line) for hs in self.hotlines.values() for h in hs if h.shown and h.what]
+        keys += [(f"hotline.kind.{h.kind}", self.paths["hotlines"], h.line) for hs in self.hotlines.values() for h in hs
+                 if h.shown and h.kind]  # the label every number is shown with
         return keys
 
 

@@ -337,9 +337,10 @@ class Engine:
         for choice in visible:
             if fold(self._label(turn, choice)) == folded:
                 return choice
-        for choice in visible:
-            if choice.keywords and any(contains_keyword(text, kw) for kw in self._keywords(turn, choice.keywords)):
-                return choice
+        found = [(len(kw), -index, choice) for index, choice in enumerate(visible) if choice.keywords
+                 for kw in self._keywords(turn, choice.keywords) if contains_keyword(text, kw)]
+        if found:  # the longest keyword wins: "ລູກຂ້ອຍ" (my child) is someone else, though it holds "ຂ້ອຍ" (me)
+            return max(found, key=lambda f: f[:2])[2]
         danger = self.understander.is_danger_word(normalise(text), turn.lang)
         answer = None if danger else self.understander.answer(text, turn.lang, whole=bool(step.ask))
         if answer is not None:
