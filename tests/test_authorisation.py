@@ -1,9 +1,12 @@
 """Authorisation as a table: every staff command and every staff HTTP route, for each kind
 of person: a stranger, a subscriber, a member of partner A, a member of partner B, campaign
 staff, an admin, and staff whose role was revoked. Each cell is an exact allow or deny.
-(Case buttons across partners: `test_a_member_of_another_partners_group_cannot_act_on_the_case`.)"""
+The same for the buttons on a case card and a caseworker's reply to it (end to end, through
+the fake Bot API: `test_a_member_of_another_partners_group_cannot_act_on_the_case`)."""
 
 from __future__ import annotations
+
+import json
 
 from collections.abc import AsyncIterator
 
@@ -15,8 +18,11 @@ from bot.app import Core
 from bot.engine.events import Event, Message
 from bot.features.broadcasts import feature
 from bot.features.broadcasts.subscribers import subscribe
+from bot.outbox import Outbox
+from sqlmodel import col, select
 from storage.broadcasts import StaffRole
-from storage.models import User
+from storage.models import OutboxMessage, User
+from storage.reports import CaseMessage, CasePost, Report, ReportRoute
 
 PEOPLE = {"stranger": 7801, "subscriber": 7802, "partner_a": 7803, "partner_b": 7804, "campaign": 7805, "admin": 7806, "revoked": 7807}
 STAFF = {"campaign", "admin"}
@@ -89,4 +95,85 @@ async def test_staff_http_routes_allow_exactly_who_they_should(core: Core, peopl
                     wrong.append(f"{kind} {method} {path}: {answer.status}, expected {expected}")
     finally:
         await client.close()
+    assert not wrong, "\n".join(wrong)
+
+
+# Case buttons and a caseworker's reply, on a case routed to partner A only. A partner acts through
+# its own Telegram group (who is in that group is the partner's own access control), so partner A's
+# member presses in group A, partner B's member in group B (a forwarded card), and everyone else
+# presses a forged copy of the button in their own chat with the bot.
+GROUP_A, GROUP_B = -1001000000101, -1001000000201  # demo_bangkok, demo_phnom_penh in flows/data/partners.yaml
+CASE_ACTIONS = ("ack", "claim", "ask", "close", "out:resolved", "reply")
+CASE_ALLOWED = {"partner_a"}
+
+
+async def a_case_for_partner_a(core: Core, label: str) -> tuple[int, str]:
+    """A fresh open case routed to partner A, with its card posted in A's group (as Telegram message 500 + its id)."""
+    async with core.db.transaction() as session:
+        reporter = User(channel="telegram", address=f"88{len(label)}{abs(hash(label)) % 10**6}", lang="en")
+        session.add(reporter)
+        await session.flush()
+        report = Report(code=f"T{abs(hash(label)) % 10**5:05d}", reporter_id=reporter.id, lang="en", category="documents_wages",
+                        country="TH", province="bangkok", affected="me", contact_mode="anytime",
+                        content={"description": "They keep our passports"})
+        session.add(report)
+        await session.flush()
+        assert report.id is not None
+        session.add(ReportRoute(report_id=report.id, partner_id="demo_bangkok", kind="primary", reason="test"))
+        card = Outbox.add(session, "telegram", str(GROUP_A), "message", {"text": "card"})
+        card.status, card.result_ref = "sent", str(500 + report.id)
+        await session.flush()
+        assert card.id is not None
+        session.add(CasePost(report_id=report.id, partner_id="demo_bangkok", outbox_id=card.id))
+        return report.id, report.code
+
+
+async def press(core: Core, kind: str, action: str, report_id: int) -> None:
+    uid = str(PEOPLE[kind])
+    chat = {"partner_a": str(GROUP_A), "partner_b": str(GROUP_B)}.get(kind, uid)
+    if action == "reply":
+        event = Event(channel="telegram", address=uid, chat=chat, text="Which agency was it?", reply_to_ref=str(500 + report_id),
+                      client_lang="en")
+    else:
+        event = Event(channel="telegram", address=uid, chat=chat, choice=f"p:{action.split(':')[0]}:{report_id}"
+                      + (f":{action.split(':')[1]}" if ":" in action else ""), client_lang="en")
+    await core.conversations.handle(event)
+
+
+async def what_happened(core: Core, report_id: int, code: str) -> tuple[bool, list[tuple[str, str]]]:
+    """Whether the action took effect on the case, and every (chat, text) the bot queued but the
+    reporter's own messages (an acknowledgement, a closing, a caseworker's words are for them)."""
+    async with core.db.session() as session:
+        report = await session.get(Report, report_id)
+        assert report is not None and report.reporter_id is not None
+        reporter = await session.get(User, report.reporter_id)
+        assert reporter is not None
+        relayed = (await session.exec(select(CaseMessage).where(CaseMessage.report_id == report_id))).all()
+        rows = (await session.exec(select(OutboxMessage).where(col(OutboxMessage.id) > 0))).all()
+    payloads = [(row.chat, json.loads(row.payload or "{}")) for row in rows]
+    posts = [(chat, str(payload.get("text", ""))) for chat, payload in payloads if payload.get("text") != "card" and chat != reporter.address]
+    took_effect = (report.acknowledged_at is not None or report.status != "open" or bool(relayed)
+                   or any(code in text and chat == str(GROUP_A) for chat, text in posts))
+    return took_effect, posts
+
+
+async def test_case_buttons_and_replies_allow_exactly_the_partner_the_case_was_routed_to(core: Core, people: dict[str, str]) -> None:
+    refused = core.texts.get("en", "partner.refused")
+    wrong = []
+    for action in CASE_ACTIONS:
+        for kind in PEOPLE:
+            report_id, code = await a_case_for_partner_a(core, f"{kind}-{action}")
+            async with core.db.transaction() as session:
+                for row in (await session.exec(select(OutboxMessage))).all():
+                    if json.loads(row.payload or "{}").get("text") != "card":
+                        await session.delete(row)
+            await press(core, kind, action, report_id)
+            took_effect, posts = await what_happened(core, report_id, code)
+            leaked = [(chat, text) for chat, text in posts if chat not in (str(GROUP_A),) and ("passports" in text or code in text)]
+            if took_effect is not (kind in CASE_ALLOWED):
+                wrong.append(f"{kind} {action}: {'allowed' if kind in CASE_ALLOWED else 'denied'} expected; posts {posts!r:.160}")
+            if leaked:
+                wrong.append(f"{kind} {action}: the case reached {leaked!r:.160}")
+            if kind == "partner_b" and action != "reply" and (str(GROUP_B), refused) not in posts:
+                wrong.append(f"partner_b {action}: not told it cannot act on the case; posts {posts!r:.160}")
     assert not wrong, "\n".join(wrong)
