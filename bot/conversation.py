@@ -37,8 +37,10 @@ class Conversations:
         async with self.db.transaction() as session:
             row = None
             if inbox_key is not None:
+                # Locked for the transaction: on PostgreSQL a resumed and a live handler in two
+                # processes may reach the same update; the second waits, then sees it done.
                 row = (await session.exec(
-                    select(InboxEvent).where(InboxEvent.channel == event.channel, InboxEvent.event_key == inbox_key)
+                    select(InboxEvent).where(InboxEvent.channel == event.channel, InboxEvent.event_key == inbox_key).with_for_update()
                 )).first()
                 if row is not None and row.status != "pending":
                     return []

@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 from sqlmodel import col, select, update
 
+from bot.app import build_core
+from bot.engine.events import Event
+from bot.settings import PROJECT_ROOT, Settings
 from bot.outbox import CannotContinue, ChatMoved, Outbox, Sender
 from bot.supervise import supervise
 from storage import connect
@@ -347,3 +350,26 @@ async def test_under_20_percent_injected_faults_every_reply_and_case_arrives_onc
         assert len(fake.sent_to(person.id)) == rows, "each message the bot recorded as sent arrived exactly once"
     cards = [m for m in fake.bot_messages(BANGKOK) if code in m.text]
     assert len(cards) == 1, "the partner got the case once"
+
+
+async def test_an_update_two_processes_handle_at_once_is_answered_once(database_url: str, tmp_path: Any) -> None:
+    """On PostgreSQL a resumed handler in one process and a live one in another can reach the
+    same stored update; the once-only check holds the inbox row, so only one answers."""
+    settings = Settings(database_url=database_url, telegram_bot_token=None, flows_dir=PROJECT_ROOT / "flows",
+                        locales_dir=PROJECT_ROOT / "locales", poll_timeout=5)
+    first, second = await build_core(settings), await build_core(settings)
+    try:
+        for attempt in range(5):
+            key, address = f"9{attempt}", f"70{attempt}"
+            await first.inbox.store("telegram", [(key, address, {})])
+            event = Event(channel="telegram", address=address, command="start", client_lang="en")
+            answers = await asyncio.gather(first.conversations.handle(event, inbox_key=key),
+                                           second.conversations.handle(event, inbox_key=key))
+            assert [bool(a) for a in answers].count(True) == 1, f"attempt {attempt}: {answers}"
+            async with first.db.session() as session:
+                queued = (await session.exec(select(OutboxMessage).where(OutboxMessage.chat == address))).all()
+            assert len(queued) == len(answers[0] or answers[1]), "one welcome, not two"
+            assert (await first.inbox.get("telegram", key)).status == "done"  # type: ignore[union-attr]
+    finally:
+        await first.close()
+        await second.close()
