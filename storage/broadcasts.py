@@ -97,7 +97,8 @@ class CampaignRun(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaigns.id", index=True)
     slot: datetime
-    status: str = Field(default="sending", max_length=16, description="sending, finished")
+    status: str = Field(default="sending", max_length=16, description="queuing, sending, finished")
     recipients: int = 0
+    queued_after: int = Field(default=0, description="The last user id whose row is queued, while queuing.")
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None

@@ -6,6 +6,7 @@ multi-process store. The same code runs on both.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+READ_ONLY = "saferoute_read_only"
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -40,17 +42,28 @@ class Database:
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
         self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        self._writers = asyncio.Lock()
+        self._reads = async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), class_=AsyncSession, expire_on_commit=False)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session:
+        """A session for reading: on SQLite it takes no write lock, so a long write (a campaign
+        queuing its audience) never holds back someone's /status. Nothing in it is committed."""
+        async with self._reads() as session:
             yield session
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session:
-            async with session.begin():
+        if self.is_postgres:
+            async with self._sessions() as session, session.begin():
                 yield session
+            return
+        # SQLite has one write lock, and a connection waiting for it polls with growing sleeps:
+        # behind a writer that takes the lock back at once (a campaign queuing its audience a
+        # chunk at a time) it could wait for the whole job. Writers in this process queue here
+        # in turn instead; the busy timeout still covers another process.
+        async with self._writers, self._sessions() as session, session.begin():
+            yield session
 
     async def migrate(self) -> None:
         async with self.engine.begin() as conn:
@@ -73,8 +86,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 def _begin_immediate(conn: Connection) -> None:
     """Take SQLite's write lock when a transaction starts. A transaction that reads and
     then writes would otherwise fail at once with "database is locked" whenever another
-    connection writes in between, as busy_timeout does not cover that upgrade."""
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    connection writes in between, as busy_timeout does not cover that upgrade. A read-only
+    session begins a deferred transaction: in WAL mode it reads a snapshot and waits for no one."""
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def private_file(path: Path) -> None:

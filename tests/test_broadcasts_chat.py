@@ -240,10 +240,9 @@ async def test_campaign_staff_schedule_a_weekly_khmer_and_thai_broadcast_that_on
         session.add(campaign)
     fake.users[7105].blocked_bot = True
 
-    async with core.db.transaction() as session:
-        runs = await feature(core).campaigns.fire_due(session, monday_nine)
-        assert [r.recipients for r in runs] == [5]
-        assert await feature(core).campaigns.fire_due(session, monday_nine + timedelta(minutes=5)) == [], "once per slot"
+    runs = await feature(core).campaigns.fire_due(core.db, monday_nine)
+    assert [r.recipients for r in runs] == [5]
+    assert await feature(core).campaigns.fire_due(core.db, monday_nine + timedelta(minutes=5)) == [], "once per slot"
     core.outbox.notify()
 
     # Only the opted-in Khmer and Thai subscribers get it, each in their own language.
@@ -466,9 +465,10 @@ async def test_campaigns_lists_pauses_resumes_and_cancels_and_a_stop_cancels_wha
     async with core.db.transaction() as session:
         admin_user = (await session.exec(select(User).where(User.address == str(ADMIN)))).one()
         now_campaign = await feature(core).campaigns.create(session, admin_user, name="Now", texts={"vi": "Tin khẩn: số đường dây nóng mới"})
-        runs = await feature(core).campaigns.fire_due(session, utcnow())
-        assert [r.recipients for r in runs] == [2]
+    async with core.db.transaction() as session:
+        assert await feature(core).campaigns.claim_due(session, utcnow())
         await feature(core).campaigns.set_status(session, now_campaign, "pause")
+    assert await feature(core).campaigns.queue_audiences(core.db, utcnow()) == 2, "a paused run's audience is queued, held"
     await leaves.send("/stop")
     await leaves.expect(re.escape(vi("subscribe.stopped")))
     await admin.send(f"/campaigns resume {now_campaign.id}")

@@ -97,3 +97,20 @@ async def test_one_chat_in_order_other_chats_in_parallel() -> None:
     release.set()
     await asyncio.gather(first, second)
     assert events[3:] == ["end a1", "start a2", "end a2"]
+
+
+async def test_reading_waits_for_no_writer(database_url: str) -> None:
+    """On SQLite a write transaction holds the one write lock; a read (someone's /status, the
+    sender's look at what is due) reads a snapshot beside it instead of waiting (for up to the
+    10 s busy timeout, then failing)."""
+    db = await connect(database_url)
+    try:
+        async with db.transaction() as writing:
+            writing.add(User(channel="telegram", address="501", lang="en"))
+            await writing.flush()
+            async with db.session() as reading:
+                assert (await reading.exec(select(User).where(User.address == "501"))).first() is None, "not yet committed"
+        async with db.session() as reading:
+            assert (await reading.exec(select(User).where(User.address == "501"))).one().lang == "en"
+    finally:
+        await db.close()

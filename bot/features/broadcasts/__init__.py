@@ -33,8 +33,8 @@ class BroadcastsFeature:
     async def send_due(self) -> int:
         """The scheduler's pass: start the runs that are due, close the ones that are done."""
         now = utcnow()
+        started = await self.campaigns.fire_due(self.core.db, now)
         async with self.core.db.transaction() as session:
-            started = await self.campaigns.fire_due(session, now)
             finished = await self.campaigns.finish_runs(session, now)
         if started or finished:
             self.core.outbox.notify()

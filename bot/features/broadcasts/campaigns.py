@@ -25,6 +25,7 @@ from bot.engine.i18n import LANGUAGES, Translator
 from bot.engine.runner import OPEN_FLOW
 from bot.outbox import PRIORITY_BROADCAST, PRIORITY_REPLY, Outbox
 from storage.broadcasts import Campaign, CampaignRun, Subscription
+from storage.db import Database
 from storage.models import OutboxMessage, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -199,14 +200,16 @@ class Campaigns:
         elif action == "resume":
             if campaign.status != "paused":
                 raise CampaignError(f"campaign {campaign.id} is not paused")
-            running = (await session.exec(select(CampaignRun.id).where(CampaignRun.campaign_id == campaign.id, CampaignRun.status == "sending"))).first()
+            running = (await session.exec(select(CampaignRun.id).where(CampaignRun.campaign_id == campaign.id,
+                                                                       col(CampaignRun.status).in_(["queuing", "sending"])))).first()
             campaign.status = "running" if running else "scheduled"
             await self._move(session, batches, "held", "pending")
         elif action == "cancel":
             campaign.status = "cancelled"
             await self._move(session, batches, "pending", "cancelled")
             await self._move(session, batches, "held", "cancelled")
-            await session.exec(update(CampaignRun).where(col(CampaignRun.campaign_id) == campaign.id, col(CampaignRun.status) == "sending")  # type: ignore[call-overload]
+            await session.exec(update(CampaignRun).where(col(CampaignRun.campaign_id) == campaign.id,  # type: ignore[call-overload]
+                                                         col(CampaignRun.status).in_(["queuing", "sending"]))
                                .values(status="finished", finished_at=utcnow()))
         else:
             raise CampaignError(f"unknown action '{action}' (pause, resume, cancel)")
@@ -220,7 +223,19 @@ class Campaigns:
 
     # -- the pass that sends what is due ----------------------------------------------------------
 
-    async def fire_due(self, session: AsyncSession, now: datetime) -> list[CampaignRun]:
+    async def fire_due(self, db: Database, now: datetime) -> list[CampaignRun]:
+        """Start the runs that are due and queue their audiences, a chunk per transaction."""
+        async with db.transaction() as session:
+            started = await self.claim_due(session, now)
+        await self.queue_audiences(db, now)
+        if not started:
+            return []
+        async with db.session() as session:
+            return [run for run in [await session.get(CampaignRun, r.id) for r in started] if run is not None]
+
+    async def claim_due(self, session: AsyncSession, now: datetime) -> list[CampaignRun]:
+        """Record a run for each slot that is due. Its audience is queued afterwards, so that
+        claiming a slot is a short transaction."""
         started: list[CampaignRun] = []
         campaigns = (await session.exec(select(Campaign).where(col(Campaign.status).in_(["scheduled", "running"])))).all()
         for campaign in campaigns:
@@ -230,19 +245,50 @@ class Campaigns:
                 continue
             try:
                 async with session.begin_nested():
-                    run = CampaignRun(campaign_id=campaign.id, slot=slot, started_at=now)  # type: ignore[arg-type]
+                    run = CampaignRun(campaign_id=campaign.id, slot=slot, started_at=now, status="queuing")  # type: ignore[arg-type]
                     session.add(run)
                     await session.flush()
             except IntegrityError:
                 continue  # another process fired this slot
-            run.recipients = await self._enqueue(session, campaign, run, now)
             campaign.status = "running"
-            session.add_all([run, campaign])
+            session.add(campaign)
             started.append(run)
-            log.info("campaign %s: run %s for slot %s, %d recipient(s)", campaign.id, run.id, slot.isoformat(), run.recipients)
-        if started:
-            self.outbox.notify()
+            log.info("campaign %s: run %s for slot %s", campaign.id, run.id, slot.isoformat())
         return started
+
+    async def queue_audiences(self, db: Database, now: datetime) -> int:
+        """Queue the recipients of every run still queuing (also one a crash interrupted), a
+        chunk per transaction: SQLite has one write lock, and queuing 100,000 people in one
+        transaction held back everyone's replies for seconds. Each chunk records how far it
+        got with its rows, so a restart carries on where the last committed chunk ended."""
+        queued = 0
+        async with db.session() as session:
+            runs = (await session.exec(select(CampaignRun.id).where(CampaignRun.status == "queuing").order_by(col(CampaignRun.id)))).all()
+        for run_id in runs:
+            while True:
+                async with db.transaction() as session:
+                    # Locked: another process may be queuing the same run, or staff pausing it.
+                    run = await session.get(CampaignRun, run_id, with_for_update=True)
+                    campaign = await session.get(Campaign, run.campaign_id, with_for_update=True) if run is not None else None
+                    if run is None or campaign is None or run.status != "queuing":
+                        break
+                    if campaign.status == "cancelled":
+                        run.status, run.finished_at = "finished", now
+                        session.add(run)
+                        break
+                    added, last = await self._enqueue_chunk(session, campaign, run, now, held=campaign.status == "paused")
+                    run.recipients += added
+                    queued += added
+                    if last is None:
+                        run.status = "sending"
+                        log.info("campaign %s: run %s queued, %d recipient(s)", campaign.id, run.id, run.recipients)
+                    else:
+                        run.queued_after = last
+                    session.add(run)
+                self.outbox.notify()
+                if last is None:
+                    break
+        return queued
 
     def _recipients(self, campaign: Campaign) -> Any:
         audience = campaign.audience
@@ -254,26 +300,24 @@ class Campaigns:
             query = query.where(col(Subscription.origin).in_(audience["countries"]))
         return query.order_by(col(User.id))
 
-    async def _enqueue(self, session: AsyncSession, campaign: Campaign, run: CampaignRun, now: datetime) -> int:
+    async def _enqueue_chunk(self, session: AsyncSession, campaign: Campaign, run: CampaignRun, now: datetime,
+                             *, held: bool) -> tuple[int, int | None]:
+        """Queue the next chunk of recipients (keyset on the user id); return how many were
+        queued and the last user id seen, or None when the audience is all queued."""
         topics = set(campaign.audience.get("topics") or [])
         payloads = {lang: Outbox.encode({"text": html.escape(text, quote=False), "buttons": self._buttons(campaign, lang), "paid": campaign.paid})
                     for lang, text in campaign.texts.items()}
-        count, after = 0, 0
-        while True:
-            # A chunk of recipients at a time (keyset on the user id): holding a whole
-            # audience of 100,000 in memory at once was most of the bot's peak RSS.
-            chunk = (await session.exec(self._recipients(campaign).where(col(User.id) > after).limit(INSERT_CHUNK))).all()
-            if not chunk:
-                return count
-            after = chunk[-1][0]
-            rows = [{"channel": self.channel, "chat": address, "kind": "message", "payload": payloads[lang],
-                     "priority": PRIORITY_BROADCAST, "status": "pending", "attempts": 0, "batch": f"run:{run.id}",
-                     "not_before": quiet_until(now, tz) or now, "created_at": now}
-                    for _, address, lang, tz, subscribed_topics in chunk
-                    if not topics or topics & set(subscribed_topics or [])]
-            if rows:
-                await session.exec(insert(OutboxMessage), params=rows)  # type: ignore[call-overload]
-            count += len(rows)
+        chunk = (await session.exec(self._recipients(campaign).where(col(User.id) > run.queued_after).limit(INSERT_CHUNK))).all()
+        if not chunk:
+            return 0, None
+        rows = [{"channel": self.channel, "chat": address, "kind": "message", "payload": payloads[lang],
+                 "priority": PRIORITY_BROADCAST, "status": "held" if held else "pending", "attempts": 0, "batch": f"run:{run.id}",
+                 "not_before": quiet_until(now, tz) or now, "created_at": now}
+                for _, address, lang, tz, subscribed_topics in chunk
+                if not topics or topics & set(subscribed_topics or [])]
+        if rows:
+            await session.exec(insert(OutboxMessage), params=rows)  # type: ignore[call-overload]
+        return len(rows), chunk[-1][0]
 
     def _buttons(self, campaign: Campaign, lang: str) -> list[dict[str, str]]:
         button = campaign.button
