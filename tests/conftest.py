@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import Core, build_core
@@ -29,7 +30,27 @@ os.environ.setdefault("SAFEROUTE_KEYS", TEST_KEY)  # for `python -m bot` run by 
 crypto.use(crypto.Vault([os.environ["SAFEROUTE_KEYS"]]))
 
 
+def own_database(url: str) -> str:
+    """Under pytest-xdist each worker gets a database of its own beside TEST_DATABASE_URL's."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    parsed = make_url(url)
+    return parsed.set(database=f"{parsed.database}_{worker}").render_as_string(hide_password=False)
+
+
 async def reset_postgres(url: str) -> None:
+    if url != PG_URL and PG_URL:
+        server = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        async with server.connect() as conn:
+            name = make_url(url).database
+            await conn.exec_driver_sql("SELECT pg_advisory_lock(7311)")  # workers create their databases in turn
+            try:
+                if not (await conn.exec_driver_sql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'")).first():
+                    await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.exec_driver_sql("SELECT pg_advisory_unlock(7311)")
+        await server.dispose()
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         await conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
@@ -48,8 +69,9 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return sqlite_url(tmp_path)
     if not PG_URL:
         pytest.skip("TEST_DATABASE_URL is not set")
-    await reset_postgres(PG_URL)
-    return PG_URL
+    url = own_database(PG_URL)
+    await reset_postgres(url)
+    return url
 
 
 @pytest.fixture(autouse=True)
