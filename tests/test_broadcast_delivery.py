@@ -157,7 +157,7 @@ async def test_a_process_killed_in_the_middle_of_a_campaign_finishes_it_after_re
         fake_api.add_user(uid, "Subscriber")
 
     def start() -> BotProcess:
-        return BotProcess(fake_api, url, tmp_path / "bot.log", SEND_RATE="10", API_PORT="0")
+        return BotProcess(fake_api, url, tmp_path / "bot.log", SEND_RATE="10", API_PORT="0", OUTBOX_LEASE_SECONDS="5")
 
     def broadcasts_received() -> int:
         return sum(len(fake_api.sent_to(uid)) for uid in subscribers)
