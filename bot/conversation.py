@@ -9,14 +9,14 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from sqlmodel import select
+from sqlmodel import col, select, update
 
 from bot.engine.events import Deletion, Event, Message, Output
 from bot.engine.runner import Engine
 from bot.inbox import Inbox
 from bot.outbox import Outbox
 from storage.db import Database
-from storage.models import InboxEvent
+from storage.models import InboxEvent, OutboxMessage, User
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,11 @@ class Conversations:
             for kind, payload in receipts or []:
                 Outbox.add(session, event.channel, event.reply_to, kind, payload)
             messages: list[Output] = []
-            if event.chat and event.chat != event.address:
+            if event.presence:
+                await self._presence(session, event)
+                if row is not None:
+                    await Inbox.mark_done(session, row)
+            elif event.chat and event.chat != event.address:
                 if self.group_handler is not None:
                     await self.group_handler(session, event)
                 if row is not None:
@@ -73,6 +77,21 @@ class Conversations:
         if row is not None:
             await Inbox.mark_done(session, row)
         return messages
+
+    async def _presence(self, session: AsyncSession, event: Event) -> None:
+        """Someone blocked the bot (or came back). Nothing can be answered; they are marked so
+        that campaigns skip them, and what was queued for them from a campaign is dropped now
+        rather than refused one by one. Replies and partner messages stay: they fail once,
+        recorded, if the person is still away."""
+        user = (await session.exec(select(User).where(User.channel == event.channel, User.address == event.address))).first()
+        if user is None:
+            return
+        user.reachable = event.presence == "back"
+        session.add(user)
+        if event.presence == "left":
+            await session.exec(update(OutboxMessage).where(  # type: ignore[call-overload]
+                col(OutboxMessage.channel) == event.channel, col(OutboxMessage.chat) == event.address,
+                col(OutboxMessage.status).in_(["pending", "held"]), col(OutboxMessage.batch).like("run:%")).values(status="unreachable"))
 
     async def _apology(self, session: Any, event: Event) -> Message:
         user, _ = await self.engine.load_user(session, event.channel, event.address)

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, exists
+from sqlalchemy.orm import aliased
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -149,8 +150,14 @@ class Outbox:
             rows: list[OutboxMessage] = []
             taken: defaultdict[str, int] = defaultdict(int)
             for status in ("sending", "pending"):
-                due = (OutboxMessage.channel == channel, OutboxMessage.status == status, col(OutboxMessage.not_before) <= now,
-                       col(OutboxMessage.priority) >= min_priority, col(OutboxMessage.priority) <= max_priority)
+                due: tuple[Any, ...] = (OutboxMessage.channel == channel, OutboxMessage.status == status, col(OutboxMessage.not_before) <= now,
+                                        col(OutboxMessage.priority) >= min_priority, col(OutboxMessage.priority) <= max_priority)
+                if per_chat is not None:  # in order within a chat: nothing overtakes a row waiting out a 429 or being sent
+                    earlier = aliased(OutboxMessage)
+                    due = (*due, ~exists().where(
+                        earlier.channel == OutboxMessage.channel, earlier.chat == OutboxMessage.chat, col(earlier.id) < col(OutboxMessage.id),
+                        col(earlier.status).in_(["pending", "sending"]), col(earlier.not_before) > now,
+                        col(earlier.priority) >= min_priority, col(earlier.priority) <= max_priority))
                 query = select(OutboxMessage).where(*due)
                 if per_chat is not None:  # the first few rows of each chat, by a window over the due rows
                     ranked = (select(OutboxMessage.id, func.row_number().over(

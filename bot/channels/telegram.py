@@ -36,7 +36,8 @@ from storage.models import OutboxMessage, User
 log = logging.getLogger(__name__)
 
 CHANNEL = "telegram"
-ALLOWED_UPDATES = ["message", "callback_query"]
+# Edited messages are not asked for: an answer already acted on is not taken back by editing it.
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 HANDLE_ATTEMPTS = 3
 TELEGRAM_TEXT_LIMIT = 4096
 # Sends in flight at once. Enough to reach 1000 a second at a few milliseconds per request;
@@ -67,6 +68,13 @@ def event_from_update(update: Update) -> tuple[Event, list[Receipt]] | None:
             receipts.append(("clear_buttons", {"message_id": query.message.message_id}))
         return Event(CHANNEL, str(query.from_user.id), choice=query.data or "", client_lang=query.from_user.language_code, chat=chat,
                      message_ref=str(query.message.message_id) if query.message else None), receipts
+    member = update.my_chat_member
+    if member is not None:
+        if member.chat.type != "private":
+            return None  # added to or removed from a group: partners' groups are set in their file
+        status = member.new_chat_member.status
+        presence = "left" if status in ("kicked", "left") else "back" if status == "member" else None
+        return (Event(CHANNEL, str(member.from_user.id), chat=str(member.chat.id), presence=presence), []) if presence else None
     message = update.message
     if message is None or message.from_user is None:
         return None

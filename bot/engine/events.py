@@ -39,6 +39,7 @@ class Event:
     attachments: list[dict[str, str]] = field(default_factory=list)
     location: dict[str, float] | None = None
     contact_phone: str | None = None  # a contact card the person shared (their own number, at a phone question)
+    presence: str | None = None  # "left" (blocked the bot, deleted the chat) or "back": nothing to answer
 
     @property
     def reply_to(self) -> str:

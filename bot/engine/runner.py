@@ -120,6 +120,9 @@ class Engine:
 
     async def handle(self, session: AsyncSession, event: Event) -> list[Output]:
         user, conversation = await self.load_user(session, event.channel, event.address)
+        if not user.reachable:  # someone who blocked the bot and came back can be written to again
+            user.reachable = True
+            session.add(user)
         turn = Turn(self, session, event, user, conversation, self.language_for(user, event.client_lang), dict(conversation.vars or {}))
         self._keep_trail(turn)
         if event.command is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import math
 from collections import deque
 import json
 import random
@@ -93,6 +94,7 @@ class SentMessage:
     media: dict[str, str] | None = None
     force_reply: bool = False
     from_user: int | None = None
+    sent_hour: float = 0.0
 
     @property
     def labels(self) -> list[str]:
@@ -149,6 +151,16 @@ class FakeBotApi:
         self._awaiting_reply: dict[int, float] = {}
         self.reply_latencies: list[float] = []
         self.port = 0
+        # Telegram's rules the fake keeps: callback queries answerable once, while fresh; a bot's
+        # message deletable for 48 hours; in groups with privacy mode (the default) the bot sees
+        # only commands and replies to its own messages; per-chat send limits when set.
+        self.queries: dict[str, str] = {}  # callback query id -> "open", "answered" or "too old"
+        self.hours = 0.0  # the fake's own clock for the 48-hour rule, moved by `advance_hours`
+        self.privacy_mode = True
+        self.dropped_by_privacy = 0
+        self.chat_limits: tuple[int, int] | None = None  # (per private chat a second, per group a minute)
+        self._chat_windows: dict[int, deque[float]] = {}
+        self.chat_too_many = 0
 
     # -- server --------------------------------------------------------------------------
 
@@ -196,6 +208,17 @@ class FakeBotApi:
         now = time.monotonic()
         if chat_id in self._awaiting_reply:
             self.reply_latencies.append(now - self._awaiting_reply.pop(chat_id))
+        if self.chat_limits is not None:
+            per_second, per_minute_in_group = self.chat_limits
+            span, most = (60.0, per_minute_in_group) if chat_id in self.groups else (1.0, per_second)
+            window = self._chat_windows.setdefault(chat_id, deque())
+            while window and now - window[0] >= span:
+                window.popleft()
+            if len(window) >= most:
+                self.chat_too_many += 1
+                retry = max(1, math.ceil(span - (now - window[0])))
+                raise ApiError(429, f"Too Many Requests: retry after {retry}", {"retry_after": retry})
+            window.append(now)
         if self.rate_limit is None:
             return
         while self._window and now - self._window[0] >= 1.0:
@@ -315,7 +338,41 @@ class FakeBotApi:
             fields["reply_to_message"] = self._message_json(reply_to)
         if text.startswith("/"):
             fields["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
-        return await self.push_update({"update_id": next(self._update_ids), "message": self._user_message(group_id, user_id, **fields)})
+        message = self._user_message(group_id, user_id, **fields)
+        to_bot = text.startswith("/") or (reply_to is not None and reply_to.from_user is None) or f"@{self.bot['username']}" in text
+        if self.privacy_mode and not to_bot:
+            self.dropped_by_privacy += 1  # the group sees it; the bot, with privacy mode on, never does
+            return 0
+        return await self.push_update({"update_id": next(self._update_ids), "message": message})
+
+    async def user_blocks_bot(self, user_id: int, *, blocked: bool = True) -> int:
+        """The user blocks the bot (or unblocks it): from now on sends to them get 403, and the
+        bot is told with a my_chat_member update, as Telegram does."""
+        user = self.users[user_id]
+        user.blocked_bot = blocked
+        bot = {k: self.bot[k] for k in ("id", "is_bot", "first_name", "username")}
+        member, kicked = {"user": bot, "status": "member"}, {"user": bot, "status": "kicked", "until_date": 0}
+        old, new = (member, kicked) if blocked else (kicked, member)
+        change = {"chat": self._chat_json(user), "from": self._user_json(user), "date": int(time.time()),
+                  "old_chat_member": old, "new_chat_member": new}
+        return await self.push_update({"update_id": next(self._update_ids), "my_chat_member": change})
+
+    async def user_edits(self, user_id: int, message_id: int, text: str) -> int:
+        """The user edits a message they sent earlier. Telegram sends it as an `edited_message`
+        update, and only to a bot that asked for those in `allowed_updates`."""
+        user = self.users[user_id]
+        edited = {"message_id": message_id, "date": int(time.time()), "edit_date": int(time.time()), "chat": self._chat_json(user),
+                  "from": self._user_json(user), "text": text}
+        return await self.push_update({"update_id": next(self._update_ids), "edited_message": edited})
+
+    def advance_hours(self, hours: float) -> None:
+        self.hours += hours
+
+    def expire_queries(self) -> None:
+        """Every open callback query gets too old to answer (Telegram allows about 15 s)."""
+        for query_id, state in self.queries.items():
+            if state == "open":
+                self.queries[query_id] = "too old"
 
     async def user_sends_photo(self, user_id: int, file_id: str) -> int:
         photo = [{"file_id": file_id, "file_unique_id": file_id + "-u", "width": 800, "height": 600}]
@@ -357,6 +414,7 @@ class FakeBotApi:
                        "from": {k: self.bot[k] for k in ("id", "is_bot", "first_name", "username")}, "text": message.text}
         query = {"id": str(next(self._ids)), "from": self._user_json(user), "message": bot_message,
                  "chat_instance": str(user.id), "data": data}
+        self.queries[query["id"]] = "open"
         return await self.push_update({"update_id": next(self._update_ids), "callback_query": query})
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
@@ -497,7 +555,7 @@ class FakeBotApi:
             await self.hold_sends.wait()
         markup = params.get("reply_markup") or {}
         message = SentMessage(next(self._ids), chat_id, text, html_text, buttons, reply_to=reply_to,
-                              force_reply=isinstance(markup, dict) and bool(markup.get("force_reply")))
+                              force_reply=isinstance(markup, dict) and bool(markup.get("force_reply")), sent_hour=self.hours)
         self.messages[chat_id].append(message)
         await self._notify()
         return self._message_json(message)
@@ -505,8 +563,12 @@ class FakeBotApi:
     async def api_editMessageText(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = self._chat(params)
         message = self._find(chat_id, params.get("message_id"))
-        message.text, message.html = self._render(params)
-        message.buttons = self._buttons(params)
+        text, html_text = self._render(params)
+        buttons = self._buttons(params)
+        if (text, html_text, buttons) == (message.text, message.html, message.buttons):
+            raise ApiError(400, "Bad Request: message is not modified: specified new message content and reply markup are "
+                                "exactly the same as a current content and reply markup of the message")
+        message.text, message.html, message.buttons = text, html_text, buttons
         await self._notify()
         return self._message_json(message)
 
@@ -522,12 +584,19 @@ class FakeBotApi:
 
     async def api_deleteMessage(self, params: dict[str, Any]) -> bool:
         chat_id = self._chat(params)
-        self._find(chat_id, params.get("message_id")).deleted = True
+        message = self._find(chat_id, params.get("message_id"))
+        if self.hours - message.sent_hour >= 48:
+            raise ApiError(400, "Bad Request: message can't be deleted for everyone")
+        message.deleted = True
         await self._notify()
         return True
 
     async def api_answerCallbackQuery(self, params: dict[str, Any]) -> bool:
-        self.callback_answers.append(str(params.get("callback_query_id")))
+        query_id = str(params.get("callback_query_id"))
+        if self.queries.get(query_id) != "open":
+            raise ApiError(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
+        self.queries[query_id] = "answered"
+        self.callback_answers.append(query_id)
         await self._notify()
         return True
 

@@ -1,0 +1,150 @@
+"""Telegram's rules that people run into in normal use, kept by the fake Bot API as Telegram
+keeps them, and what the bot does about each: someone blocks the bot and comes back, a button
+pressed long ago, an edited message, a message too old to delete, a group's privacy mode, and
+per-chat send limits."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+from sqlmodel import select
+
+from bot.features.broadcasts import feature
+from bot.features.broadcasts.subscribers import subscribe
+from storage.models import OutboxMessage, User, utcnow
+from tests.conftest import RunningBot
+from tests.fakes.bot_api import SentMessage
+from tests.test_reports import BANGKOK, CASEWORKER, partner_groups
+
+
+async def handled(bot: RunningBot, update_id: int, timeout: float = 10.0) -> None:
+    """Wait until the bot has recorded the update as handled (it may answer nothing)."""
+    deadline = time.monotonic() + timeout
+    while (row := await bot.core.inbox.get("telegram", str(update_id))) is None or row.status == "pending":
+        assert time.monotonic() < deadline, f"update {update_id} not handled"
+        await asyncio.sleep(0.02)
+
+
+async def user_row(bot: RunningBot, uid: int) -> User:
+    async with bot.core.db.session() as session:
+        return (await session.exec(select(User).where(User.address == str(uid)))).one()
+
+
+async def test_someone_who_blocks_the_bot_is_skipped_by_campaigns_until_they_come_back(running_bot: RunningBot, daytime: None) -> None:
+    fake, core = running_bot.fake, running_bot.core
+    user = running_bot.user(7701, "th")
+    await user.start_in(core.texts, "th")
+    async with core.db.transaction() as session:
+        me = (await session.exec(select(User).where(User.address == "7701"))).one()
+        await subscribe(session, me, tz="Asia/Bangkok")
+        admin = User(channel="telegram", address="7799", lang="en")
+        session.add(admin)
+        await session.flush()
+        await feature(core).campaigns.create(session, admin, name="first", texts={"th": "ระวังนายหน้าเถื่อน"})
+
+    await handled(running_bot, await fake.user_blocks_bot(7701))
+    assert not (await user_row(running_bot, 7701)).reachable, "Telegram said they blocked the bot"
+    runs = await feature(core).campaigns.fire_due(core.db, utcnow())
+    assert [run.recipients for run in runs] == [0], "no send that Telegram would refuse with 403"
+
+    await handled(running_bot, await fake.user_blocks_bot(7701, blocked=False))
+    await user.send("/start")
+    await user.expect(".")
+    assert (await user_row(running_bot, 7701)).reachable
+    async with core.db.transaction() as session:
+        admin = (await session.exec(select(User).where(User.address == "7799"))).one()
+        await feature(core).campaigns.create(session, admin, name="second", texts={"th": "โทร 1300"})
+    runs = await feature(core).campaigns.fire_due(core.db, utcnow())
+    assert [run.recipients for run in runs] == [1]
+    core.outbox.notify()
+    await user.expect("1300")
+    assert not [e for e in fake.errors if "blocked" in e[1]], "the bot never wrote to them while they had blocked it"
+
+
+async def test_a_button_too_old_to_answer_still_does_what_it_says(running_bot: RunningBot) -> None:
+    """Telegram refuses to answer a callback query after about 15 seconds (the bot was down,
+    the phone was offline). The press itself still counts; the refusal is not an error."""
+    fake, core = running_bot.fake, running_bot.core
+    user = running_bot.user(7702, "en")
+    await user.start_in(core.texts, "en")
+    await user.press(core.texts.get("en", "menu.hotlines"))
+    fake.expire_queries()  # before the bot has even fetched the press
+    await user.expect(core.texts.get("en", "hotlines.pick_country")[:20])
+    refused = [e for e in fake.errors if e[0] == "answerCallbackQuery"]
+    assert refused and "query is too old" in refused[0][1]
+    async with core.db.session() as session:
+        failed = (await session.exec(select(OutboxMessage).where(OutboxMessage.status == "failed"))).all()
+    assert not failed, "an old query is nothing to retry or record as a failure"
+
+
+async def test_an_edited_message_is_not_taken_as_a_new_answer(running_bot: RunningBot) -> None:
+    fake, core = running_bot.fake, running_bot.core
+    user = running_bot.user(7703, "en")
+    await user.start_in(core.texts, "en")
+    await user.send("hotline numbers")
+    await user.expect(".")
+    mine = [m for m in fake.messages[7703] if m.from_user == 7703][-1]
+    edit = await fake.user_edits(7703, mine.message_id, "report")
+    await user.send("/menu")
+    await user.expect(re.escape(core.texts.get("en", "menu.prompt")))
+    assert edit not in fake.deliveries, "the bot does not ask for edits (allowed_updates)"
+
+
+async def test_quick_exit_on_a_chat_older_than_48_hours_still_leaves_the_cover_screen(running_bot: RunningBot) -> None:
+    """Telegram lets a bot delete its messages for 48 hours only. Deleting what it can and
+    being refused the rest is not a failure, and the harmless cover message still comes."""
+    fake, core = running_bot.fake, running_bot.core
+    en = lambda key: core.texts.get("en", key)  # noqa: E731
+    user = running_bot.user(7704, "en")
+    await user.start_in(core.texts, "en")
+    await user.send("/selfcheck")
+    await user.expect(".")
+    fake.advance_hours(49)
+    await user.press(en("common.quick_exit"))
+    await user.expect(re.escape(en("quick_exit.cover")))
+    await fake.wait_for(lambda: any("can't be deleted" in e[1] for e in fake.errors))
+    async with core.db.session() as session:
+        failed = (await session.exec(select(OutboxMessage).where(OutboxMessage.status == "failed"))).all()
+    assert not failed
+
+
+async def test_in_a_partner_group_with_privacy_mode_the_bot_sees_only_replies_to_it_and_commands(running_bot: RunningBot) -> None:
+    """Telegram's default for bots in groups: chatter among caseworkers never reaches the bot
+    (nor its database); a reply to one of its messages does."""
+    fake = running_bot.fake
+    partner_groups(fake)
+    fake.add_user(CASEWORKER, "Caseworker")
+    assert await fake.member_sends(BANGKOK, CASEWORKER, "Who is on duty tonight?") == 0
+    assert fake.dropped_by_privacy == 1
+    update = await fake.member_sends(BANGKOK, CASEWORKER, "/help")
+    await handled(running_bot, update)
+    async with running_bot.core.db.session() as session:
+        assert not (await session.exec(select(User).where(User.address == str(CASEWORKER)))).all(), "a group member is not a user"
+
+
+async def test_a_burst_to_one_chat_above_telegrams_per_chat_limit_arrives_whole_and_in_order(running_bot: RunningBot) -> None:
+    """Telegram answers 429 with retry_after to more than about one message a second in one
+    chat. Seven different questions typed at once are all answered, in order, none twice."""
+    fake, core = running_bot.fake, running_bot.core
+    en = lambda key: core.texts.get("en", key)  # noqa: E731
+    user = running_bot.user(7705, "en")
+    await user.start_in(core.texts, "en")
+    fake.chat_limits = (3, 20)
+    before = len(fake.sent_to(7705))
+    asked = ["/help", "/hotlines", "/menu", "/language", "/help", "/hotlines", "/menu"]
+    expected = {"/help": en("help.text")[:15], "/hotlines": en("hotlines.pick_country")[:15], "/menu": en("menu.prompt")[:15],
+                "/language": "language"}
+    for command in asked:
+        await user.send(command)
+    slow_down = en("common.slow_down")  # seven at once is also more than the bot's own pace for one person
+
+    def answers() -> list[SentMessage]:
+        return [m for m in fake.sent_to(7705)[before:] if m.text != slow_down]
+
+    await fake.wait_for(lambda: len(answers()) >= len(asked), timeout=30)
+    assert len(answers()) == len(asked), "each answered once"
+    for command, answer in zip(asked, answers()):
+        assert expected[command].lower() in answer.text.lower(), f"{command} answered by {answer.text[:60]!r}: out of order"
+    assert fake.chat_too_many >= 1, "the limit was met and waited out"
