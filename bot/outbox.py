@@ -50,11 +50,12 @@ class RetryLater(DeliveryError):
     """Try the row again after `after` seconds. `waiting=True`: the row waits for something
     else (an earlier row it refers to), which is not a failed attempt."""
 
-    def __init__(self, after: float, *, pause_all: bool = False, waiting: bool = False) -> None:
+    def __init__(self, after: float, *, pause_all: bool = False, waiting: bool = False, uncertain: bool = False) -> None:
         super().__init__(f"retry after {after}s")
         self.after = after
         self.pause_all = pause_all
         self.waiting = waiting
+        self.uncertain = uncertain  # no answer came: the platform may have accepted it
 
 
 class RecipientGone(DeliveryError):
@@ -93,6 +94,7 @@ class Outcome:
     ref: str | None = None
     after: float = 0.0
     chat: str | None = None  # moved: the chat's new id (a group that became a supergroup)
+    uncertain: bool = False  # retry: the attempt may have arrived all the same
 
 
 class Outbox:
@@ -175,6 +177,12 @@ class Outbox:
                     break
             if rows:
                 token = secrets.token_hex(8)
+                # A row still marked sending was held by a sender that died mid-send: it may
+                # have arrived, so its repeat says so (`repeat_note`).
+                orphans = [r.id for r in rows if r.status == "sending"]
+                if orphans:
+                    await session.exec(update(OutboxMessage).where(col(OutboxMessage.id).in_(orphans))  # type: ignore[call-overload]
+                                       .values(uncertain=True).execution_options(synchronize_session=False))
                 await session.exec(
                     update(OutboxMessage).where(col(OutboxMessage.id).in_([r.id for r in rows]))  # type: ignore[call-overload]
                     .values(status="sending", attempts=OutboxMessage.attempts + 1, not_before=now + self.lease, claim_token=token)
@@ -182,6 +190,7 @@ class Outbox:
                 )
                 for row in rows:
                     session.expunge(row)  # what the claim wrote is mirrored here; nothing is flushed twice
+                    row.uncertain = row.uncertain or row.status == "sending"
                     row.attempts, row.status, row.claim_token = row.attempts + 1, "sending", token
             return rows
 
@@ -224,6 +233,8 @@ class Outbox:
                                               "attempts": table.c.attempts - (0 if o.status == "retry" else 1)}
                     if o.status == "moved" and o.chat:
                         values["chat"] = o.chat
+                    if o.uncertain:
+                        values["uncertain"] = True
                     await connection.execute(table.update().where(held).values(**values), {"row_id": o.row.id, "token": o.row.claim_token})
             gone = {(o.row.channel, o.row.chat) for o in outcomes if o.status == "unreachable"}
             for channel, chat in gone:
@@ -498,7 +509,7 @@ class Sender:
             log.warning("outbox %s: retry in %.1fs (attempt %d)", row.id, exc.after, row.attempts)
             if exc.pause_all and self.limiter is None:
                 await asyncio.sleep(exc.after)
-            return Outcome(row, "retry", after=exc.after)
+            return Outcome(row, "retry", after=exc.after, uncertain=exc.uncertain)
         except RecipientGone:
             log.info("outbox %s: recipient unreachable", row.id)
             return Outcome(row, "unreachable")

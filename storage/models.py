@@ -88,3 +88,4 @@ class OutboxMessage(SQLModel, table=True):
     result_ref: str | None = Field(default=None, max_length=64, description="Platform id of what was sent.")
     batch: str | None = Field(default=None, max_length=32, index=True, description="What the row belongs to, e.g. run:12 of a campaign.")
     claim_token: str | None = Field(default=None, max_length=32, description="Which claim holds the row; only it may record the outcome.")
+    uncertain: bool = Field(default=False, description="An earlier attempt may have arrived (a crash mid-send, no answer): a repeat says so.")

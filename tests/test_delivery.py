@@ -423,3 +423,27 @@ async def test_queuing_100000_recipients_on_sqlite_holds_back_no_ones_reply(core
     print(f"\n{answered_while_queuing} replies while 100,000 recipients were queued; reply p99 {p99 * 1000:.0f} ms")
     assert answered_while_queuing >= 20, "people are answered between chunks, not after the whole audience"
     assert p99 < 1.0, f"reply p99 {p99:.2f} s while queuing"
+
+
+async def test_a_case_card_whose_answer_was_lost_is_sent_again_marked_as_a_repeat(running_bot: RunningBot) -> None:
+    """Telegram accepted the card but its answer never came back (a read timeout): the bot
+    cannot know, so it sends the card again, and the repeat says it is one, with the same
+    case code, so the caseworkers do not open a second case."""
+    from tests.test_reports import BANGKOK, in_group, partner_groups, report_until_consent
+    fake, core = running_bot.fake, running_bot.core
+    en = lambda key, **p: core.texts.get("en", key, **p)  # noqa: E731
+    partner_groups(fake)
+    reporter = running_bot.user(7450, "en")
+    await reporter.start_in(core.texts, "en")
+    await report_until_consent(reporter, en, category="documents_wages", danger=False, country="TH", province="bangkok",
+                               description="The agent kept our passports", contact="on_check")
+    fake.lose_next_answer("sendMessage", BANGKOK)
+    await reporter.press(en("report.consent.yes"))
+    code = (await reporter.expect("Your report has been received")).text.split("code is ")[1][:6]
+    repeat = en("partner.repeat_note", code=code)
+    await fake.wait_for(lambda: sum(code in m.text for m in fake.bot_messages(BANGKOK)) >= 2, timeout=30)
+    first, second = [m for m in fake.bot_messages(BANGKOK) if code in m.text][:2]
+    assert ("sendMessage", "lost") in fake.faults
+    assert not first.text.startswith(repeat[:20]) and "The agent kept our passports" in first.text
+    assert second.text.startswith(repeat) and "The agent kept our passports" in second.text, second.text[:200]
+    await in_group(fake, BANGKOK, code)

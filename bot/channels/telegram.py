@@ -379,7 +379,10 @@ class TelegramChannel:
         try:
             reply_to = await self._reply_target(payload)
             if row.kind == "message":
-                return await self._send_text(chat_id, Message.from_payload(payload), reply_to, paid=bool(payload.get("paid")))
+                message = Message.from_payload(payload)
+                if row.uncertain and payload.get("repeat_note"):
+                    message.text = f"{payload['repeat_note']}\n{message.text}"
+                return await self._send_text(chat_id, message, reply_to, paid=bool(payload.get("paid")))
             if row.kind == "delete":
                 await bot.delete_message(chat_id, int(payload["message_id"]))
                 return None
@@ -418,5 +421,5 @@ class TelegramChannel:
             if "chat not found" in exc.message.lower():
                 raise RecipientGone() from exc
             raise Rejected(exc.message) from exc
-        except (TimedOut, NetworkError) as exc:
-            raise RetryLater(min(2 ** row.attempts, 300)) from exc
+        except (TimedOut, NetworkError) as exc:  # sent, perhaps, with the answer lost on the way back
+            raise RetryLater(min(2 ** row.attempts, 300), uncertain=True) from exc

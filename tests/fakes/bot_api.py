@@ -133,6 +133,7 @@ class FakeBotApi:
         self.errors: list[tuple[str, str]] = []
         self.hold_sends: asyncio.Event | None = None
         self._fail_next: dict[str, list[ApiError]] = {}
+        self._lose_next: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
         self._update_ids = itertools.count(1000)
         self._changed = asyncio.Condition()
@@ -265,12 +266,20 @@ class FakeBotApi:
                 assert request.transport is not None
                 request.transport.close()
                 return web.Response(status=500)
-            if fault:
+            if fault and fault != "lost":
                 self.faults.append((method, fault))
                 raise {"429": ApiError(429, "Too Many Requests: retry after 1", {"retry_after": 1}),
                        "500": ApiError(500, "Internal Server Error"), "502": ApiError(502, "Bad Gateway"),
                        "403": ApiError(403, "Forbidden: bot was blocked by the user")}[fault]
             result = await handler(params)
+            if fault is None and self._lose_next and self._lose_next[0] == (method, str(params.get("chat_id"))):
+                self._lose_next.pop(0)
+                fault = "lost"
+            if fault == "lost":  # accepted and done, but the answer never reaches the bot (a read timeout, a dropped link)
+                self.faults.append((method, fault))
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=500)
         except ApiError as err:
             self.errors.append((method, err.description))
             body: dict[str, Any] = {"ok": False, "error_code": err.code, "description": err.description}
@@ -284,8 +293,9 @@ class FakeBotApi:
     def inject_faults(self, rate: float, *, seed: int = 0, kinds: tuple[str, ...] = ("429", "500", "502", "reset")) -> None:
         """From now on, answer a share `rate` of requests (getUpdates included, which only
         gets 5xx and resets) with a fault Telegram or the network produces, chosen by a seeded
-        generator so a failing run can be repeated. Every fault happens before the request is
-        handled: nothing is accepted and then reported as failed."""
+        generator so a failing run can be repeated. Every fault but "lost" happens before the
+        request is handled; "lost" is a request Telegram accepted whose answer never came back
+        (a read timeout), so the bot cannot know it arrived. "403" is a user who blocked the bot."""
         self.fault_rate, self.fault_kinds, self._fault_rng = rate, kinds, random.Random(seed)
 
     def _fault_for(self, method: str) -> str | None:
@@ -294,7 +304,13 @@ class FakeBotApi:
         if self._fault_rng.random() >= self.fault_rate:
             return None
         kinds = [k for k in self.fault_kinds if method != "getUpdates" or k in ("500", "502", "reset")]
+        if method not in ("sendMessage", "sendPhoto", "sendDocument", "sendVoice"):
+            kinds = [k for k in kinds if k != "403"]  # a blocked user refuses messages, not a callback answer
         return self._fault_rng.choice(kinds) if kinds else None
+
+    def lose_next_answer(self, method: str, chat_id: int) -> None:
+        """The next `method` to `chat_id` is carried out, and its answer lost on the way back."""
+        self._lose_next.append((method, str(chat_id)))
 
     def fail_next(self, method: str, code: int, description: str, **parameters: Any) -> None:
         self._fail_next.setdefault(method, []).append(ApiError(code, description, parameters or None))

@@ -52,6 +52,8 @@ class PartnerConsole:
              buttons: list[dict[str, str]] | None = None, force_reply: bool = False, **params: object) -> OutboxMessage:
         payload: dict[str, Any] = {"text": self.desk.texts.get(partner.console_language, key, **params), "buttons": buttons or [],
                                    "columns": 2, "force_reply": force_reply}
+        if "code" in params:
+            payload["repeat_note"] = self.desk.texts.get(partner.console_language, "partner.repeat_note", code=params["code"])
         if reply_to_outbox:
             payload["reply_to_outbox"] = reply_to_outbox
         return Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), "message", payload, priority=PRIORITY_REPLY)
@@ -160,7 +162,8 @@ class PartnerConsole:
         buttons = [{"data": callback_data(REPLY_FLOW, REPLY_STEP, "cancel"), "label": texts.get(lang, "report.reply_later")},
                    {"data": callback_data(REPLY_FLOW, REPLY_STEP, "qx"), "label": texts.get(lang, "common.quick_exit")}]
         row = Outbox.add(session, reporter.channel, reporter.address, "message",
-                         {"text": body + "\n\n" + texts.get(lang, "report.reply_prompt"), "buttons": buttons, "columns": 1}, priority=PRIORITY_REPLY)
+                         {"text": body + "\n\n" + texts.get(lang, "report.reply_prompt"), "buttons": buttons, "columns": 1,
+                          "repeat_note": texts.get(lang, "report.repeat_note")}, priority=PRIORITY_REPLY)
         await session.flush()
         conversation = await session.get(Conversation, reporter.id)
         if conversation is None:

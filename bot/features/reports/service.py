@@ -165,7 +165,8 @@ class ReportDesk:
         if partner.telegram_chat_id is not None:
             text, rest = self.fitted_card(report, partner, decision)
             card = OutboxMessage(channel=TELEGRAM, chat=str(partner.telegram_chat_id), kind="message", priority=PRIORITY_PARTNER,
-                                 payload=Outbox.encode({"text": text, "buttons": self.card_buttons(report, partner), "columns": 2}),
+                                 payload=Outbox.encode({"text": text, "buttons": self.card_buttons(report, partner), "columns": 2,
+                                                        "repeat_note": self._t(partner, "partner.repeat_note", code=report.code)}),
                                  batch=report_batch(report))
             session.add(card)
             await session.flush()
@@ -174,7 +175,8 @@ class ReportDesk:
             for number, part in enumerate(rest, start=2):
                 Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), "message",
                            {"text": self._t(partner, "partner.card.continued", code=report.code, part=number, total=len(rest) + 1)
-                            + "\n" + part, "reply_to_outbox": card.id}, priority=PRIORITY_PARTNER, batch=report_batch(report))
+                            + "\n" + part, "reply_to_outbox": card.id, "repeat_note": self._t(partner, "partner.repeat_note", code=report.code)},
+                           priority=PRIORITY_PARTNER, batch=report_batch(report))
             for item in (report.content or {}).get("attachments", []):
                 Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), item["kind"],
                            {"file_id": item["file_id"], "reply_to_outbox": card.id}, priority=PRIORITY_PARTNER, batch=report_batch(report))
