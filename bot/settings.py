@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     reports_per_hour: int = Field(default=3, description="Reports one person may send in an hour; more are refused kindly, with the numbers.")
     report_max_attachments: int = Field(default=10, description="Photos, voice notes and documents kept with one report; partners are told of any cut.")
     admin_telegram_ids: str = Field(default="", description="Comma-separated Telegram user ids of the first admins.")
+    campaign_pass_seconds: float = Field(default=30.0, description="How often due campaigns are started and finished runs reported.")
     send_rate: float = Field(default=25.0, description="Messages a second the Telegram sender never exceeds in any one-second window.")
     paid_broadcast: bool = Field(default=False, description="Send broadcasts with allow_paid_broadcast (Telegram Stars) and allow up to PAID_SEND_RATE.")
     paid_send_rate: float = Field(default=1000.0, description="The rate limit in paid-broadcast mode.")

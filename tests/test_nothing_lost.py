@@ -106,8 +106,10 @@ async def test_a_process_killed_before_answering_answers_once_after_restart(fake
         await fake_api.wait_for(lambda: any(m == "sendMessage" for m, _ in fake_api.calls), timeout=30)
         await process.kill()
         assert fake_api.sent_to(5004) == []
-
-        fake_api.hold_sends = None
+        fake_api.held_never_arrive = True  # the answer had not reached Telegram when the process died
+        held.set()
+        await fake_api.wait_for(lambda: fake_api.held == 0)
+        fake_api.hold_sends, fake_api.held_never_arrive = None, False
         process = BotProcess.on_sqlite(fake_api, tmp_path / "bot.db")
         await user.expect("Please choose your language", timeout=30)
         await user.send("/help")

@@ -370,8 +370,10 @@ async def test_a_process_killed_between_the_commit_and_the_delivery_delivers_exa
         await fake_api.wait_for(lambda: sum(1 for method, _ in fake_api.calls if method == "sendMessage") > sends, timeout=30)
         await process.kill()  # the report is committed; nothing about it has left yet
         assert not [m for m in fake_api.bot_messages(BANGKOK)] and "received" not in user.all_text()
-
-        fake_api.hold_sends = None  # the held request of the killed process never completes
+        fake_api.held_never_arrive = True  # what the process was sending had not reached Telegram
+        held.set()
+        await fake_api.wait_for(lambda: fake_api.held == 0)
+        fake_api.hold_sends, fake_api.held_never_arrive = None, False
         process = BotProcess.on_sqlite(fake_api, tmp_path / "bot.db")
         received = await user.expect("Your report has been received", timeout=30)
         code = re.search(r"code is ([A-Z0-9]{6})", received.text).group(1)  # type: ignore[union-attr]

@@ -131,7 +131,9 @@ class FakeBotApi:
         self.callback_answers: list[str] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.errors: list[tuple[str, str]] = []
-        self.hold_sends: asyncio.Event | None = None
+        self.hold_sends: asyncio.Event | None = None  # sendMessage waits for it: a request still on its way
+        self.held = 0  # sends waiting on hold_sends
+        self.held_never_arrive = False  # released held sends are dropped (they never reached Telegram) instead of done
         self._fail_next: dict[str, list[ApiError]] = {}
         self._lose_next: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
@@ -174,9 +176,9 @@ class FakeBotApi:
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         app.router.add_get("/__fake__/stats", self._stats)
         app.router.add_post("/__fake__/user_sends", self._control_user_sends)
-        # A client that disconnects mid-request (a killed bot) cancels its request, as a
-        # request that never completed does not reach Telegram's side either.
-        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
+        # A request whose client disconnects (a killed bot) is still carried out, as Telegram
+        # carries out what reached it; `hold_sends` and `held_never_arrive` model one that had not.
+        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
@@ -568,7 +570,11 @@ class FakeBotApi:
         self._rate_check(chat_id)
         self.sent_times.append(time.monotonic())
         if self.hold_sends is not None:
+            self.held += 1
             await self.hold_sends.wait()
+            self.held -= 1
+            if self.held_never_arrive:
+                raise ApiError(500, "Internal Server Error: held, never arrived")
         markup = params.get("reply_markup") or {}
         message = SentMessage(next(self._ids), chat_id, text, html_text, buttons, reply_to=reply_to,
                               force_reply=isinstance(markup, dict) and bool(markup.get("force_reply")), sent_hour=self.hours)

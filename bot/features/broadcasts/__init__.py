@@ -56,7 +56,7 @@ def actions(core: Core) -> dict[str, Action]:
 
 
 def jobs(core: Core) -> list[tuple[str, float, Callable[[], Awaitable[object]]]]:
-    return [("send due campaigns", 30.0, feature(core).send_due), ("refresh staff command menus", 24 * 3600.0, feature(core).refresh_staff_menus)]
+    return [("send due campaigns", core.settings.campaign_pass_seconds, feature(core).send_due), ("refresh staff command menus", 24 * 3600.0, feature(core).refresh_staff_menus)]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
