@@ -136,6 +136,7 @@ class FakeBotApi:
         self.held_never_arrive = False  # released held sends are dropped (they never reached Telegram) instead of done
         self._fail_next: dict[str, list[ApiError]] = {}
         self._lose_next: list[tuple[str, str]] = []
+        self.lost_answers: list[tuple[str, str]] = []  # (method, chat_id) of every request done whose answer was lost
         self._ids = itertools.count(1)
         self._update_ids = itertools.count(1000)
         self._changed = asyncio.Condition()
@@ -279,6 +280,7 @@ class FakeBotApi:
                 fault = "lost"
             if fault == "lost":  # accepted and done, but the answer never reaches the bot (a read timeout, a dropped link)
                 self.faults.append((method, fault))
+                self.lost_answers.append((method, str(params.get("chat_id"))))
                 assert request.transport is not None
                 request.transport.close()
                 return web.Response(status=500)
