@@ -130,7 +130,7 @@ async def phase(rate: float, seconds: float | None, subscribers: int, workdir: P
 
 async def _phase(rate: float, seconds: float | None, subscribers: int, workdir: Path, port: int, database_url: str) -> dict[str, Any]:
     paid = rate > 30
-    env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE_URL": f"http://127.0.0.1:{port}/bot",
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN,
            "DATABASE_URL": database_url, "POLL_TIMEOUT": "2", "API_PORT": "0", "LOG_LEVEL": "WARNING",
            "PAID_BROADCAST": "true" if paid else "false", "PAID_SEND_RATE" if paid else "SEND_RATE": str(rate)}
     settings = Settings(database_url=env["DATABASE_URL"], saferoute_keys=os.environ["SAFEROUTE_KEYS"])
@@ -141,8 +141,8 @@ async def _phase(rate: float, seconds: float | None, subscribers: int, workdir: 
     fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.bot_api", "--port", str(port), "--rate-limit", str(rate)],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert fake.stdout is not None
-    fake.stdout.readline()
-    base = f"http://127.0.0.1:{port}"
+    base = fake.stdout.readline().split(" on ")[-1].strip().removesuffix("/bot")  # the port it bound (0: any free one)
+    env["TELEGRAM_API_BASE_URL"] = f"{base}/bot"
     with (workdir / f"bot-{int(rate)}.log").open("w") as log:
         bot = subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=ROOT, env=env, stdout=log, stderr=log)
     peak = float("nan")
@@ -198,7 +198,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=100_000)
     parser.add_argument("--phases", default="1000:all,30:120", help="RATE:SECONDS or RATE:all, comma-separated")
-    parser.add_argument("--port", type=int, default=18081)
+    parser.add_argument("--port", type=int, default=0, help="the fake Bot API's port (default: any free one)")
     parser.add_argument("--database", default=None, metavar="POSTGRESQL_URL",
                         help="run on this PostgreSQL server (a fresh database per phase) instead of SQLite")
     options = parser.parse_args()

@@ -6,21 +6,14 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 
 from bot.settings import PROJECT_ROOT
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_the_broadcast_benchmark_sends_a_small_campaign_and_prints_its_figures() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.broadcast", "--subscribers", "300", "--phases", "50:all", "--port", str(_free_port()),
+        sys.executable, "-m", "bench.broadcast", "--subscribers", "300", "--phases", "50:all",
         cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
     try:
         output, _ = await asyncio.wait_for(process.communicate(), 120)

@@ -663,7 +663,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description="Run the fake Bot API on its own (for benchmarks).")
-    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--port", type=int, default=0, help="0 (the default): any free port, printed on the first line")
     parser.add_argument("--rate-limit", type=float, default=None, help="answer 429 above this many sendMessage a second")
     options = parser.parse_args()
     asyncio.run(_serve(options.port, options.rate_limit))
