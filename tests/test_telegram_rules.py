@@ -148,3 +148,46 @@ async def test_a_burst_to_one_chat_above_telegrams_per_chat_limit_arrives_whole_
     for command, answer in zip(asked, answers()):
         assert expected[command].lower() in answer.text.lower(), f"{command} answered by {answer.text[:60]!r}: out of order"
     assert fake.chat_too_many >= 1, "the limit was met and waited out"
+
+
+async def test_in_a_partner_group_with_topics_a_case_and_everything_about_it_stay_in_the_cases_topic(running_bot: RunningBot) -> None:
+    """A partner whose group is a forum names its cases topic (`telegram_topic_id`): the card
+    goes there, and the bot's answers to the caseworkers follow it (a reply stays in the topic
+    of what it answers). If the topic is deleted, cases go to General rather than being lost."""
+    from bot.features.reports import feature as reports
+    from tests.test_reports import in_group, report_until_consent
+    fake, core = running_bot.fake, running_bot.core
+    en = lambda key, **p: core.texts.get("en", key, **p)  # noqa: E731
+    partner_groups(fake)
+    fake.add_group(BANGKOK, "Demo Bangkok", topics=(7,))
+    fake.add_user(CASEWORKER, "Caseworker")
+    reports(core).book.partners["demo_bangkok"].telegram_topic_id = 7
+    console = reports(core).book.partners["demo_bangkok"].console_language
+    try:
+        reporter = running_bot.user(7706, "en")
+        await reporter.start_in(core.texts, "en")
+        await report_until_consent(reporter, en, category="documents_wages", danger=False, country="TH", province="bangkok",
+                                   description="The agency kept our contracts", contact="anytime")
+        await reporter.press(en("report.consent.yes"))
+        code = re.search(r"<b>([A-Z0-9]{6})</b>", (await reporter.expect("Your report has been received")).html).group(1)  # type: ignore[union-attr]
+        card = await in_group(fake, BANGKOK, code)
+        assert card.topic == 7, "the card is in the cases topic"
+        await fake.user_presses(CASEWORKER, card, core.texts.get(console, "partner.button.ask"))
+        prompt = await in_group(fake, BANGKOK, re.escape(core.texts.get(console, "partner.ask_prompt", code=code)[:20]))
+        assert prompt.topic == 7, "the bot's answer follows the card into its topic"
+        await fake.member_sends(BANGKOK, CASEWORKER, "Which province are you in now?", reply_to=prompt)
+        relayed = await in_group(fake, BANGKOK, re.escape(core.texts.get(console, "partner.relayed", code=code)[:20]))
+        assert relayed.topic == 7
+        await reporter.expect("Which province are you in now")
+
+        fake.forums[BANGKOK].clear()  # someone deleted the topic
+        second = running_bot.user(7707, "en")
+        await second.start_in(core.texts, "en")
+        await report_until_consent(second, en, category="documents_wages", danger=False, country="TH", province="bangkok",
+                                   description="They took my phone", contact="none")
+        await second.press(en("report.consent.yes"))
+        code = re.search(r"<b>([A-Z0-9]{6})</b>", (await second.expect("Your report has been received")).html).group(1)  # type: ignore[union-attr]
+        moved = await in_group(fake, BANGKOK, code)
+        assert moved.topic is None, "in General rather than lost"
+    finally:
+        reports(core).book.partners["demo_bangkok"].telegram_topic_id = None

@@ -95,6 +95,7 @@ class SentMessage:
     force_reply: bool = False
     from_user: int | None = None
     sent_hour: float = 0.0
+    topic: int | None = None  # in a forum group: the topic it is in (None: General)
 
     @property
     def labels(self) -> list[str]:
@@ -158,6 +159,7 @@ class FakeBotApi:
         # Telegram's rules the fake keeps: callback queries answerable once, while fresh; a bot's
         # message deletable for 48 hours; in groups with privacy mode (the default) the bot sees
         # only commands and replies to its own messages; per-chat send limits when set.
+        self.forums: dict[int, set[int]] = {}  # forum group -> its topics' ids
         self.queries: dict[str, str] = {}  # callback query id -> "open", "answered" or "too old"
         self.hours = 0.0  # the fake's own clock for the 48-hour rule, moved by `advance_hours`
         self.privacy_mode = True
@@ -336,12 +338,15 @@ class FakeBotApi:
 
     def _any_chat_json(self, chat_id: int) -> dict[str, Any]:
         if chat_id in self.groups:
-            return {"id": chat_id, "type": "supergroup", "title": self.groups[chat_id]}
+            return {"id": chat_id, "type": "supergroup", "title": self.groups[chat_id], **({"is_forum": True} if chat_id in self.forums else {})}
         return self._chat_json(self.users[chat_id])
 
-    def add_group(self, chat_id: int, title: str) -> None:
+    def add_group(self, chat_id: int, title: str, *, topics: tuple[int, ...] | None = None) -> None:
+        """A group the bot is in; with `topics`, a forum group with those topics (General aside)."""
         self.groups[chat_id] = title
         self.messages.setdefault(chat_id, [])
+        if topics is not None:
+            self.forums[chat_id] = set(topics)
 
     def _user_message(self, chat_id: int, user_id: int, **fields: Any) -> dict[str, Any]:
         user = self.users[user_id]
@@ -356,6 +361,8 @@ class FakeBotApi:
         fields: dict[str, Any] = {"text": text}
         if reply_to is not None:
             fields["reply_to_message"] = self._message_json(reply_to)
+            if reply_to.topic is not None:  # in a forum, a reply is in the topic of what it answers
+                fields.update(message_thread_id=reply_to.topic, is_topic_message=True)
         if text.startswith("/"):
             fields["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
         message = self._user_message(group_id, user_id, **fields)
@@ -520,6 +527,8 @@ class FakeBotApi:
                   else {k: self.bot[k] for k in ("id", "is_bot", "first_name", "username")})
         data: dict[str, Any] = {"message_id": message.message_id, "date": int(time.time()), "chat": self._any_chat_json(message.chat_id),
                                 "from": sender, "text": message.text or "-"}
+        if message.topic is not None:
+            data.update(message_thread_id=message.topic, is_topic_message=True)
         if message.buttons:
             data["reply_markup"] = {"inline_keyboard": message.buttons}
         return data
@@ -538,13 +547,26 @@ class FakeBotApi:
             raise ApiError(400, "Bad Request: message to be replied not found")
         return int(target)
 
+    def _topic(self, chat_id: int, params: dict[str, Any], reply_to: int | None) -> int | None:
+        """Where a message lands in a forum group: the topic asked for, else the topic of the
+        message it replies to, else General."""
+        asked = params.get("message_thread_id")
+        if asked is not None:
+            if int(asked) not in self.forums.get(chat_id, set()):
+                raise ApiError(400, "Bad Request: message thread not found")
+            return int(asked)
+        if reply_to is not None:
+            return next((m.topic for m in self.messages.get(chat_id, []) if m.message_id == reply_to), None)
+        return None
+
     async def _send_media(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = self._chat(params)
         file_id = str(params.get(kind) or "")
         if not file_id:
             raise ApiError(400, f"Bad Request: there is no {kind} in the request")
+        reply_to = self._reply_target(chat_id, params)
         message = SentMessage(next(self._ids), chat_id, str(params.get("caption") or ""), "", media={"kind": kind, "file_id": file_id},
-                              reply_to=self._reply_target(chat_id, params))
+                              reply_to=reply_to, topic=self._topic(chat_id, params, reply_to))
         self.messages[chat_id].append(message)
         await self._notify()
         return self._message_json(message)
@@ -569,6 +591,7 @@ class FakeBotApi:
         text, html_text = self._render(params)
         buttons = self._buttons(params)
         reply_to = self._reply_target(chat_id, params)
+        topic = self._topic(chat_id, params, reply_to)
         self._rate_check(chat_id)
         self.sent_times.append(time.monotonic())
         if self.hold_sends is not None:
@@ -579,7 +602,8 @@ class FakeBotApi:
                 raise ApiError(500, "Internal Server Error: held, never arrived")
         markup = params.get("reply_markup") or {}
         message = SentMessage(next(self._ids), chat_id, text, html_text, buttons, reply_to=reply_to,
-                              force_reply=isinstance(markup, dict) and bool(markup.get("force_reply")), sent_hour=self.hours)
+                              force_reply=isinstance(markup, dict) and bool(markup.get("force_reply")), sent_hour=self.hours,
+                              topic=topic)
         self.messages[chat_id].append(message)
         await self._notify()
         return self._message_json(message)

@@ -28,6 +28,7 @@ class Partner:
     fallback: bool = False
     console_language: str = "en"
     telegram_chat_id: int | None = None
+    telegram_topic_id: int | None = None  # a forum group's topic for cases; unset: the General topic
     webhook_url: str | None = None
     webhook_secret_env: str | None = None
     line: int = 0
@@ -90,6 +91,9 @@ def load_partners(path: Path) -> PartnerBook:
         chat_id = node.get("telegram_chat_id")
         if chat_id is not None and (not isinstance(chat_id, int) or chat_id >= 0):
             bad("telegram_chat_id must be a group's (negative) chat id")
+        topic = node.get("telegram_topic_id")
+        if topic is not None and (not isinstance(topic, int) or topic <= 0 or chat_id is None):
+            bad("telegram_topic_id must be a topic's (positive) id in the partner's telegram_chat_id group")
         url = node.get("webhook_url")
         if url and not str(url).startswith(("https://", "http://127.0.0.1", "http://localhost")):
             bad("webhook_url must be https:// (plain http only for a local test receiver)")
@@ -101,7 +105,7 @@ def load_partners(path: Path) -> PartnerBook:
             id=pid, name=str(node.get("name") or pid), countries=countries, provinces=provinces, categories=categories,
             languages=[str(x) for x in node.get("languages") or ["en"]], office_hours=str(node.get("office_hours") or ""),
             timezone=timezone, ack_urgent_minutes=urgent, ack_normal_minutes=normal, fallback=bool(node.get("fallback")),
-            console_language=str(node.get("console_language") or "en"), telegram_chat_id=chat_id,
+            console_language=str(node.get("console_language") or "en"), telegram_chat_id=chat_id, telegram_topic_id=topic,
             webhook_url=str(url) if url else None, webhook_secret_env=node.get("webhook_secret_env"), line=line,
         )
     hotline_only = [str(c) for c in data.get("hotline_only") or []]

@@ -166,7 +166,8 @@ class ReportDesk:
             text, rest = self.fitted_card(report, partner, decision)
             card = OutboxMessage(channel=TELEGRAM, chat=str(partner.telegram_chat_id), kind="message", priority=PRIORITY_PARTNER,
                                  payload=Outbox.encode({"text": text, "buttons": self.card_buttons(report, partner), "columns": 2,
-                                                        "repeat_note": self._t(partner, "partner.repeat_note", code=report.code)}),
+                                                        "repeat_note": self._t(partner, "partner.repeat_note", code=report.code),
+                                                        **({"topic": partner.telegram_topic_id} if partner.telegram_topic_id else {})}),
                                  batch=report_batch(report))
             session.add(card)
             await session.flush()
