@@ -191,3 +191,25 @@ async def test_in_a_partner_group_with_topics_a_case_and_everything_about_it_sta
         assert moved.topic is None, "in General rather than lost"
     finally:
         reports(core).book.partners["demo_bangkok"].telegram_topic_id = None
+
+
+async def test_a_partner_group_over_its_minute_limit_holds_back_only_itself(running_bot: RunningBot) -> None:
+    """Telegram allows a group about 20 messages a minute and answers more with a 429 whose
+    retry_after can be most of a minute. Only that group waits; people's replies go on."""
+    from bot.outbox import PRIORITY_PARTNER, Outbox
+    fake, core = running_bot.fake, running_bot.core
+    partner_groups(fake)
+    fake.chat_limits = (100, 3)
+    async with core.db.transaction() as session:
+        for n in range(4):
+            Outbox.add(session, "telegram", str(BANGKOK), "message", {"text": f"Case update {n}"}, PRIORITY_PARTNER)
+    core.outbox.notify()
+    await fake.wait_for(lambda: fake.chat_too_many >= 1)
+    assert len(fake.bot_messages(BANGKOK)) == 3
+    user = running_bot.user(7708, "en")
+    await user.send("/help")
+    await user.expect(re.escape(core.texts.get("en", "help.text")[:20]))
+    assert [m.text for m in fake.bot_messages(BANGKOK)] == [f"Case update {n}" for n in range(3)], "the fourth waits its minute"
+    async with core.db.session() as session:
+        waiting = (await session.exec(select(OutboxMessage).where(OutboxMessage.chat == str(BANGKOK), OutboxMessage.status == "pending"))).all()
+    assert len(waiting) == 1 and waiting[0].not_before > utcnow(), "kept for later, not dropped"

@@ -410,7 +410,9 @@ class TelegramChannel:
             raise RetryLater(1.0, waiting=True) from exc
         except RetryAfter as exc:
             after = exc.retry_after.total_seconds() if hasattr(exc.retry_after, "total_seconds") else float(exc.retry_after)
-            raise RetryLater(after, pause_all=True) from exc
+            # A group's own limit (about 20 a minute) holds back only that group, whose later
+            # messages wait behind this one; elsewhere a 429 is the bot's overall rate: all pause.
+            raise RetryLater(after, pause_all=chat_id > 0) from exc
         except ChatMigrated as exc:
             raise ChatMoved(str(exc.new_chat_id)) from exc
         except (InvalidToken, Conflict) as exc:
