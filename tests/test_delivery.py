@@ -30,7 +30,10 @@ from bot.supervise import supervise
 from storage import connect
 from storage.broadcasts import Subscription
 from storage.models import InboxEvent, OutboxMessage, User, utcnow
+from bot.features.broadcasts.subscribers import subscribe
 from tests.conftest import RunningBot
+from tests.story import TelegramUser
+from tests.test_reports import CASEWORKER
 from tests.fakes.bot_api import visible_text
 
 
@@ -308,9 +311,11 @@ async def test_a_fourth_report_within_the_hour_is_refused_kindly_and_too_many_fi
 
 
 @pytest.mark.parametrize("kinds", [("429", "500", "502", "reset"), ("429", "500", "502", "reset", "lost")], ids=["refused", "with-lost-answers"])
-async def test_under_20_percent_injected_faults_every_reply_and_case_arrives_once(running_bot: RunningBot, kinds: tuple[str, ...]) -> None:
+async def test_under_20_percent_injected_faults_every_reply_and_case_arrives_once(running_bot: RunningBot, kinds: tuple[str, ...],
+                                                                                 daytime: None) -> None:
     """429s, 500s, 502s and dropped connections on a fifth of all requests (getUpdates
-    included): every person's answers and the partner's case card arrive, none twice. With
+    included): every person's answers, the partner's case card, the caseworker's question
+    relayed to the reporter and a campaign to 30 subscribers arrive, none twice. With
     answers lost after Telegram carried the request out (a read timeout) among the faults,
     nothing is lost either, a message arrives twice only after such a fault, and a repeated
     case card says it is a repeat."""
@@ -338,10 +343,31 @@ async def test_under_20_percent_injected_faults_every_reply_and_case_arrives_onc
     await reporter.expect(re.escape(en("report.ask_description")[:30]), timeout=60)
     await reporter.send("No pay for three months")
     await reporter.press(en("report.attachments_done"), timeout=60)
-    await reporter.press(en("report.contact.on_check"), timeout=60)
+    await reporter.press(en("report.contact.anytime"), timeout=60)
     await reporter.press(en("report.consent.yes"), timeout=60)
     code = (await reporter.expect("Your report has been received", timeout=60)).text.split("code is ")[1][:6]
-    await in_group(fake, BANGKOK, code)
+    card = await fake.wait_for(lambda: next((m for m in fake.bot_messages(BANGKOK) if code in m.text and m.buttons), None), timeout=60)
+    console = load_partners(partners_path(PROJECT_ROOT / "flows")).partners["demo_bangkok"].console_language
+    fake.add_user(CASEWORKER, "Caseworker")
+    await fake.user_presses(CASEWORKER, card, core.texts.get(console, "partner.button.ask"))
+    prompt = await fake.wait_for(lambda: next((m for m in fake.bot_messages(BANGKOK) if m.force_reply), None), timeout=60)
+    await fake.member_sends(BANGKOK, CASEWORKER, "Are you safe where you are tonight?", reply_to=prompt)
+    await reporter.expect("Are you safe where you are tonight", timeout=60)
+
+    fake.accept_any_chat = True
+    audience = [4_100_000 + n for n in range(30)]
+    async with core.db.transaction() as session:
+        admin = User(channel="telegram", address="7499", lang="en")
+        session.add(admin)
+        for uid in audience:
+            user = User(channel="telegram", address=str(uid), lang="en")
+            session.add(user)
+            await session.flush()
+            await subscribe(session, user, tz="Asia/Bangkok")
+        await feature(core).campaigns.create(session, admin, name="faults", texts={"en": "Keep your passport yourself."})
+    assert [run.recipients for run in await feature(core).campaigns.fire_due(core.db, utcnow())] == [30]
+    core.outbox.notify()
+    await fake.wait_for(lambda: all(fake.sent_to(uid) for uid in audience), timeout=60)
     assert len(fake.faults) >= 10, f"faults were injected: {len(fake.faults)}"
     fake.inject_faults(0.0)
 
@@ -357,12 +383,11 @@ async def test_under_20_percent_injected_faults_every_reply_and_case_arrives_onc
         sent = (await session.exec(select(OutboxMessage.chat, OutboxMessage.kind).where(OutboxMessage.status == "sent"))).all()
         unsent = (await session.exec(select(OutboxMessage.status).where(col(OutboxMessage.status).in_(["failed", "unreachable"])))).all()
     assert not unsent, "nothing given up"
-    for person in people:
+    for person in [*people, *(TelegramUser(fake, uid) for uid in audience)]:
         rows = sum(1 for chat, kind in sent if chat == str(person.id) and kind == "message")
         lost = sum(1 for method, chat in fake.lost_answers if method == "sendMessage" and chat == str(person.id))
         assert rows <= len(fake.sent_to(person.id)) <= rows + lost, "each message the bot recorded as sent arrived, twice only after a lost answer"
-    cards = [m for m in fake.bot_messages(BANGKOK) if code in m.text]
-    console = load_partners(partners_path(PROJECT_ROOT / "flows")).partners["demo_bangkok"].console_language
+    cards = [m for m in fake.bot_messages(BANGKOK) if code in m.text and "No pay for three months" in m.text]
     note = core.texts.get(console, "partner.repeat_note", code=code)
     assert len(cards) >= 1 and all(card.text.startswith(note) for card in cards[1:]), "a repeated card says it is one"
     if "lost" not in kinds:
