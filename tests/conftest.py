@@ -86,9 +86,10 @@ def daytime(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """It is 03:00 UTC (10:00 in Bangkok and Ho Chi Minh City, outside quiet hours) in this
     test and in the bot processes it starts, whatever the hour the suite runs at."""
     monkeypatch.setenv(clock.ENV, "03:00")
+    monkeypatch.setenv(clock.SINCE, "")  # anchored now (by reset), inherited by the bot processes, put back after
     clock.reset()
     yield
-    monkeypatch.delenv(clock.ENV)
+    monkeypatch.undo()
     clock.reset()
 
 
