@@ -137,7 +137,9 @@ class FakeBotApi:
         self.held_never_arrive = False  # released held sends are dropped (they never reached Telegram) instead of done
         self._fail_next: dict[str, list[ApiError]] = {}
         self._lose_next: list[tuple[str, str]] = []
-        self.lost_answers: list[tuple[str, str]] = []  # (method, chat_id) of every request done whose answer was lost
+        self.lost_answers: list[tuple[str, str]] = []
+        self._chat_events: dict[int, asyncio.Event] = {}
+        self.first_calls: dict[str, float] = {}  # method -> when it was first called (time.monotonic, shared by processes)  # (method, chat_id) of every request done whose answer was lost
         self._ids = itertools.count(1)
         self._update_ids = itertools.count(1000)
         self._changed = asyncio.Condition()
@@ -179,6 +181,7 @@ class FakeBotApi:
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         app.router.add_get("/__fake__/stats", self._stats)
         app.router.add_post("/__fake__/user_sends", self._control_user_sends)
+        app.router.add_post("/__fake__/act", self._control_act)
         # A request whose client disconnects (a killed bot) is still carried out, as Telegram
         # carries out what reached it; `hold_sends` and `held_never_arrive` model one that had not.
         self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=False)
@@ -194,7 +197,9 @@ class FakeBotApi:
     # -- control endpoints, for benchmarks running the fake in another process ---------------
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"sent": len(self.sent_times), "too_many": self.too_many,
+        polls = [t for method, t in self.first_calls.items() if method == "getUpdates"]
+        return web.json_response({"sent": len(self.sent_times), "too_many": self.too_many, "first_poll": polls[0] if polls else None,
+                                  "calls": len(self.calls),
                                   "first": self.sent_times[0] if self.sent_times else None,
                                   "last": self.sent_times[-1] if self.sent_times else None,
                                   "sent_times": self.sent_times if request.query.get("times") else [],
@@ -208,6 +213,45 @@ class FakeBotApi:
         self._awaiting_reply[user_id] = time.monotonic()
         await self.user_sends(user_id, str(body["text"]))
         return web.json_response({"ok": True})
+
+    def _touched(self, chat_id: int) -> None:
+        event = self._chat_events.pop(chat_id, None)
+        if event is not None:
+            event.set()
+
+    async def _wait_in_chat(self, chat_id: int, predicate: Callable[[], Any], timeout: float) -> Any:
+        """Like wait_for, but woken only by the bot's messages to this chat: hundreds of
+        benchmark users waiting at once would otherwise each re-check at every request."""
+        async def _wait() -> Any:
+            while not (result := predicate()):
+                await self._chat_events.setdefault(chat_id, asyncio.Event()).wait()
+            return result
+        return await asyncio.wait_for(_wait(), timeout)
+
+    async def _control_act(self, request: web.Request) -> web.Response:
+        """A user sends a text or presses a button (by its label, on the newest message that has
+        it, waiting for one to come); answers when the bot's next message in the chat arrives,
+        with the latency from the update being available to it."""
+        body = await request.json()
+        user_id = int(body["user_id"])
+        if user_id not in self.users:
+            self.add_user(user_id, "Person", body.get("language_code"))
+        wait = float(body.get("timeout", 30))
+        before = len(self.messages[user_id])
+        try:
+            if "press" in body:
+                label = str(body["press"])
+                message = await self._wait_in_chat(user_id, lambda: next((m for m in reversed(self.bot_messages(user_id))
+                                                                          if m.message_id > int(body.get("after", 0)) and label in m.labels), None), wait)
+                started = time.monotonic()
+                await self.user_presses(user_id, message, label)
+            else:
+                started = time.monotonic()
+                await self.user_sends(user_id, str(body["text"]))
+            reply = await self._wait_in_chat(user_id, lambda: next((m for m in self.messages[user_id][before:] if m.from_user is None), None), wait)
+        except TimeoutError:
+            return web.json_response({"ok": False}, status=504)
+        return web.json_response({"ok": True, "latency": time.monotonic() - started, "message_id": reply.message_id, "text": reply.text[:200]})
 
     def _rate_check(self, chat_id: int) -> None:
         """Answer 429 above the configured rate, as Telegram does."""
@@ -257,6 +301,7 @@ class FakeBotApi:
             return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
         params = await self._params(request)
         self.calls.append((method, params))
+        self.first_calls.setdefault(method, time.monotonic())
         await self._notify()
         handler = getattr(self, f"api_{method}", None)
         try:
@@ -493,7 +538,10 @@ class FakeBotApi:
             raise ApiError(400, "Bad Request: chat_id is empty") from exc
         if chat_id in self.groups:
             return chat_id
-        if chat_id not in self.users and self.accept_any_chat and chat_id > 0:
+        if chat_id not in self.users and self.accept_any_chat:
+            if chat_id < 0:
+                self.add_group(chat_id, "Group")
+                return chat_id
             self.add_user(chat_id, "Subscriber")
         if chat_id not in self.users:
             raise ApiError(400, "Bad Request: chat not found")
@@ -568,6 +616,7 @@ class FakeBotApi:
         message = SentMessage(next(self._ids), chat_id, str(params.get("caption") or ""), "", media={"kind": kind, "file_id": file_id},
                               reply_to=reply_to, topic=self._topic(chat_id, params, reply_to))
         self.messages[chat_id].append(message)
+        self._touched(chat_id)
         await self._notify()
         return self._message_json(message)
 
@@ -605,6 +654,7 @@ class FakeBotApi:
                               force_reply=isinstance(markup, dict) and bool(markup.get("force_reply")), sent_hour=self.hours,
                               topic=topic)
         self.messages[chat_id].append(message)
+        self._touched(chat_id)
         await self._notify()
         return self._message_json(message)
 
@@ -677,7 +727,7 @@ class FakeBotApi:
 async def _serve(port: int, rate_limit: float | None) -> None:
     fake = FakeBotApi()
     fake.rate_limit = rate_limit
-    fake.accept_any_chat = True
+    fake.accept_any_chat = True  # any user or group the bot writes to exists
     await fake.start(port)
     print(f"fake Bot API on {fake.base_url}", flush=True)
     await asyncio.Event().wait()
@@ -689,5 +739,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Run the fake Bot API on its own (for benchmarks).")
     parser.add_argument("--port", type=int, default=0, help="0 (the default): any free port, printed on the first line")
     parser.add_argument("--rate-limit", type=float, default=None, help="answer 429 above this many sendMessage a second")
+    parser.add_argument("--accept-any-chat", action="store_true", help="(always on when run on its own; kept for clarity)")
     options = parser.parse_args()
     asyncio.run(_serve(options.port, options.rate_limit))

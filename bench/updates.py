@@ -1,0 +1,198 @@
+"""Benchmark: the update path, SafeRoute against bare echo bots on the same fake Bot API.
+
+N simulated people (default 200 × 20 actions) act at once, each waiting for the bot's answer
+before the next action, as a person does. For SafeRoute they walk real journeys in five
+languages, pressing buttons and typing (the hotlines, free text the bot must understand, a
+whole report with its card to a partner's group); the echo bots get the same number of texts.
+Each bot runs in its own process against a fresh fake Bot API in another process, with the
+send rate lifted so the bot itself is measured. Prints updates a second, answer latency
+(from the update being available to the bot to its answer arriving) p50/p95/p99, the bot's
+CPU per update, its peak RSS and how long it took to be ready (its first getUpdates).
+
+    python -m bench.updates                                  # 200 × 20, SafeRoute on SQLite and both echo bots
+    python -m bench.updates --users 50 --actions 10 --bots saferoute
+    python -m bench.updates --database postgresql+asyncpg://postgres@127.0.0.1:5432/test
+
+The aiogram echo bot needs the benchmark extra: `pip install -e '.[bench]'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.broadcast import TOKEN, fresh_database, peak_rss_mb  # noqa: E402
+from bot.engine.i18n import Translator  # noqa: E402
+
+LANGS = ("km", "lo", "th", "vi", "en")
+FREE_TEXT = {"km": "ខ្ញុំត្រូវការលេខទូរស័ព្ទជំនួយ", "lo": "ຂ້ອຍຕ້ອງການເບີໂທຊ່ວຍເຫຼືອ", "th": "ขอเบอร์สายด่วนหน่อย",
+             "vi": "cho tôi số đường dây nóng", "en": "I need the hotline numbers"}
+
+
+@dataclass
+class Result:
+    name: str
+    done: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+    peak_rss_mb: float = float("nan")
+    ready_seconds: float = float("nan")
+
+    def row(self) -> str:
+        lat = sorted(self.latencies) or [float("nan")]
+
+        def pct(p: float) -> float:
+            return lat[min(len(lat) - 1, int(len(lat) * p))] * 1000
+
+        rate = self.done / self.seconds if self.seconds else float("nan")
+        per_update = self.cpu_seconds / self.done * 1000 if self.done else float("nan")
+        return (f"{self.name:<22}{rate:>10.0f}{pct(0.5):>9.0f}{pct(0.95):>9.0f}{pct(0.99):>9.0f}"
+                f"{per_update:>12.2f}{self.peak_rss_mb:>10.1f}{self.ready_seconds:>9.2f}{self.failed:>8}")
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds if self.seconds else float("nan")
+
+    @property
+    def p99(self) -> float:
+        lat = sorted(self.latencies)
+        return lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+
+
+def saferoute_journey(texts: Translator, lang: str, n: int, actions: int) -> list[dict[str, str]]:
+    """What one person does: hotlines, a question in their words, a whole report, and more."""
+    t = lambda key: texts.get(lang, key)  # noqa: E731
+    steps = [{"text": "/start"}, {"press": t("language.self_name")}, {"text": "/hotlines"}, {"press": t("country.TH")},
+             {"text": FREE_TEXT[lang]}, {"text": "/report"}, {"press": t("report.danger.no")},
+             {"press": t("report.category.documents_wages")}, {"press": t("country.TH")}, {"press": t("province.TH.bangkok")},
+             {"press": t("report.affected.me")}, {"text": f"Benchmark report {n}: the agency kept our passports"},
+             {"press": t("report.attachments_done")}, {"press": t("report.contact.none")}, {"press": t("report.consent.yes")},
+             {"text": "/help"}, {"text": "/hotlines"}, {"press": t("country.KH")}, {"text": FREE_TEXT[lang]}, {"text": "/menu"}]
+    while len(steps) < actions:
+        steps += [{"text": "/hotlines"}, {"press": t("country.TH")}, {"text": FREE_TEXT[lang]}, {"text": "/menu"}]
+    return steps[:actions]
+
+
+def echo_journey(n: int, actions: int) -> list[dict[str, str]]:
+    return [{"text": f"hello {n} {i}"} for i in range(actions)]
+
+
+async def drive(base: str, journeys: list[list[dict[str, str]]], result: Result) -> None:
+    async with aiohttp.ClientSession() as http:
+
+        async def person(uid: int, steps: list[dict[str, str]]) -> None:
+            after = 0
+            for step in steps:
+                async with http.post(f"{base}/__fake__/act", json={**step, "user_id": uid, "language_code": "en",
+                                                                     "after": max(0, after - 1)}) as answer:
+                    body = await answer.json()
+                if not body.get("ok"):
+                    result.failed += 1
+                    continue
+                result.done += 1
+                result.latencies.append(body["latency"])
+                after = body["message_id"]
+
+        started = time.monotonic()
+        await asyncio.gather(*(person(5_000_000 + n, steps) for n, steps in enumerate(journeys)))
+        result.seconds = time.monotonic() - started
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_bot(name: str, command: list[str], env: dict[str, str], journeys: list[list[dict[str, str]]], workdir: Path) -> Result:
+    fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.bot_api", "--accept-any-chat"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert fake.stdout is not None
+    base = fake.stdout.readline().split(" on ")[-1].strip().removesuffix("/bot")
+    result = Result(name)
+    with (workdir / f"{name.replace(' ', '-')}.log").open("w") as log:
+        command = [part.replace("{base}", base) for part in command]
+        launched = time.monotonic()
+        bot = subprocess.Popen(command, cwd=ROOT, env={**env, "TELEGRAM_API_BASE_URL": f"{base}/bot"}, stdout=log, stderr=log)
+    try:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                async with http.get(f"{base}/__fake__/stats") as answer:
+                    stats = await answer.json()
+                if stats["first_poll"] is not None:
+                    result.ready_seconds = stats["first_poll"] - launched
+                    break
+                if bot.poll() is not None:
+                    raise SystemExit(f"{name} stopped (exit {bot.returncode}); see {workdir}")
+                await asyncio.sleep(0.05)
+        cpu_before = cpu_seconds(bot.pid)
+        await drive(base, journeys, result)
+        result.cpu_seconds = cpu_seconds(bot.pid) - cpu_before
+        result.peak_rss_mb = peak_rss_mb(bot.pid)
+    finally:
+        bot.terminate()
+        try:
+            bot.wait(30)
+        except subprocess.TimeoutExpired:
+            bot.kill()
+        fake.terminate()
+        fake.wait(10)
+    return result
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--actions", type=int, default=20, help="actions per person, each waiting for the answer")
+    parser.add_argument("--bots", default="saferoute,ptb,aiogram", help="which of saferoute, ptb, aiogram (comma-separated)")
+    parser.add_argument("--database", default=None, help="a PostgreSQL server URL for SafeRoute (a fresh database); default SQLite")
+    options = parser.parse_args()
+    texts = Translator.from_dir(ROOT / "locales")
+    wanted = options.bots.split(",")
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "LOG_LEVEL": "WARNING", "API_PORT": "0", "POLL_TIMEOUT": "2",
+           "SEND_RATE": "100000", "SAFEROUTE_KEYS": os.environ.get("SAFEROUTE_KEYS") or Fernet.generate_key().decode()}
+    results: list[Result] = []
+    print(f"{options.users} people × {options.actions} actions, each waiting for the answer; {os.cpu_count()} CPUs", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        if "saferoute" in wanted:
+            database = await fresh_database(options.database, workdir, "bench_updates")
+            journeys = [saferoute_journey(texts, LANGS[n % 5], n, options.actions) for n in range(options.users)]
+            store = "PostgreSQL" if options.database else "SQLite"
+            results.append(await run_bot(f"SafeRoute ({store})", [sys.executable, "-m", "bot", "run"],
+                                         {**env, "DATABASE_URL": database}, journeys, workdir))
+        echo = [echo_journey(n, options.actions) for n in range(options.users)]
+        if "ptb" in wanted:
+            results.append(await run_bot("PTB echo", [sys.executable, "-m", "bench.echo_ptb", TOKEN, "{base}/bot"], env, echo, workdir))
+        if "aiogram" in wanted:
+            results.append(await run_bot("aiogram echo", [sys.executable, "-m", "bench.echo_aiogram", TOKEN, "{base}"], env, echo, workdir))
+    print(f"\n{'bot':<22}{'updates/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'CPU ms/upd':>12}{'RSS MB':>10}{'ready s':>9}{'failed':>8}")
+    for result in results:
+        print(result.row())
+    ours = results[0] if results and results[0].name.startswith("SafeRoute") else None
+    for other in results:
+        if ours is not None and other is not ours:
+            print(f"SafeRoute ÷ {other.name}: {ours.rate / other.rate:.2f} × the updates a second, "
+                  f"p99 {ours.p99 / other.p99:.2f} × as long")
+    print(json.dumps({r.name: {"updates_per_second": round(r.rate, 1), "p99_ms": round(r.p99 * 1000, 1), "failed": r.failed,
+                               "peak_rss_mb": round(r.peak_rss_mb, 1), "ready_s": round(r.ready_seconds, 2)} for r in results}))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
