@@ -108,6 +108,17 @@ async def drop_database(server_url: str | None, name: str) -> None:
         await _on_server(server_url, f'DROP DATABASE IF EXISTS "{name}"')
 
 
+def stop_processes(bot: subprocess.Popen[Any], fake: subprocess.Popen[Any]) -> None:
+    """The bot first (SIGTERM, a minute to finish, then SIGKILL), then the fake it talks to."""
+    bot.terminate()
+    try:
+        bot.wait(60)
+    except subprocess.TimeoutExpired:
+        bot.kill()
+    fake.terminate()
+    fake.wait(10)
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -175,13 +186,7 @@ async def _phase(rate: float, seconds: float | None, subscribers: int, workdir: 
             final = await stats(http, base, times=True)
             peak = peak_rss_mb(bot.pid)
     finally:
-        bot.terminate()
-        try:
-            bot.wait(60)
-        except subprocess.TimeoutExpired:
-            bot.kill()
-        fake.terminate()
-        fake.wait()
+        stop_processes(bot, fake)
     times = sorted(final["sent_times"])
     latencies = sorted(final["reply_latencies"])
     start = times[0]

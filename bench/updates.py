@@ -37,7 +37,7 @@ from cryptography.fernet import Fernet
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.broadcast import TOKEN, fresh_database, peak_rss_mb  # noqa: E402
+from bench.broadcast import TOKEN, fresh_database, peak_rss_mb, stop_processes  # noqa: E402
 from bot.engine.i18n import Translator  # noqa: E402
 
 LANGS = ("km", "lo", "th", "vi", "en")
@@ -146,13 +146,7 @@ async def run_bot(name: str, command: list[str], env: dict[str, str], journeys: 
         result.cpu_seconds = cpu_seconds(bot.pid) - cpu_before
         result.peak_rss_mb = peak_rss_mb(bot.pid)
     finally:
-        bot.terminate()
-        try:
-            bot.wait(30)
-        except subprocess.TimeoutExpired:
-            bot.kill()
-        fake.terminate()
-        fake.wait(10)
+        stop_processes(bot, fake)
     return result
 
 

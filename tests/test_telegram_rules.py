@@ -15,8 +15,21 @@ from bot.features.broadcasts import feature
 from bot.features.broadcasts.subscribers import subscribe
 from storage.models import OutboxMessage, User, utcnow
 from tests.conftest import RunningBot
+from bot.engine.i18n import Translator
 from tests.fakes.bot_api import SentMessage
+from tests.story import TelegramUser
 from tests.test_reports import BANGKOK, CASEWORKER, partner_groups
+
+
+async def a_report_in_bangkok(user: TelegramUser, texts: Translator, description: str, *, contact: str) -> str:
+    """An English speaker's whole report of kept documents in Bangkok; its case code."""
+    from tests.test_reports import report_until_consent
+    en = lambda key, **p: texts.get("en", key, **p)  # noqa: E731
+    await user.start_in(texts, "en")
+    await report_until_consent(user, en, category="documents_wages", danger=False, country="TH", province="bangkok",
+                               description=description, contact=contact)
+    await user.press(en("report.consent.yes"))
+    return re.search(r"<b>([A-Z0-9]{6})</b>", (await user.expect("Your report has been received")).html).group(1)  # type: ignore[union-attr]
 
 
 async def handled(bot: RunningBot, update_id: int, timeout: float = 10.0) -> None:
@@ -155,9 +168,8 @@ async def test_in_a_partner_group_with_topics_a_case_and_everything_about_it_sta
     goes there, and the bot's answers to the caseworkers follow it (a reply stays in the topic
     of what it answers). If the topic is deleted, cases go to General rather than being lost."""
     from bot.features.reports import feature as reports
-    from tests.test_reports import in_group, report_until_consent
+    from tests.test_reports import in_group
     fake, core = running_bot.fake, running_bot.core
-    en = lambda key, **p: core.texts.get("en", key, **p)  # noqa: E731
     partner_groups(fake)
     fake.add_group(BANGKOK, "Demo Bangkok", topics=(7,))
     fake.add_user(CASEWORKER, "Caseworker")
@@ -165,11 +177,7 @@ async def test_in_a_partner_group_with_topics_a_case_and_everything_about_it_sta
     console = reports(core).book.partners["demo_bangkok"].console_language
     try:
         reporter = running_bot.user(7706, "en")
-        await reporter.start_in(core.texts, "en")
-        await report_until_consent(reporter, en, category="documents_wages", danger=False, country="TH", province="bangkok",
-                                   description="The agency kept our contracts", contact="anytime")
-        await reporter.press(en("report.consent.yes"))
-        code = re.search(r"<b>([A-Z0-9]{6})</b>", (await reporter.expect("Your report has been received")).html).group(1)  # type: ignore[union-attr]
+        code = await a_report_in_bangkok(reporter, core.texts, "The agency kept our contracts", contact="anytime")
         card = await in_group(fake, BANGKOK, code)
         assert card.topic == 7, "the card is in the cases topic"
         await fake.user_presses(CASEWORKER, card, core.texts.get(console, "partner.button.ask"))
@@ -181,12 +189,7 @@ async def test_in_a_partner_group_with_topics_a_case_and_everything_about_it_sta
         await reporter.expect("Which province are you in now")
 
         fake.forums[BANGKOK].clear()  # someone deleted the topic
-        second = running_bot.user(7707, "en")
-        await second.start_in(core.texts, "en")
-        await report_until_consent(second, en, category="documents_wages", danger=False, country="TH", province="bangkok",
-                                   description="They took my phone", contact="none")
-        await second.press(en("report.consent.yes"))
-        code = re.search(r"<b>([A-Z0-9]{6})</b>", (await second.expect("Your report has been received")).html).group(1)  # type: ignore[union-attr]
+        code = await a_report_in_bangkok(running_bot.user(7707, "en"), core.texts, "They took my phone", contact="none")
         moved = await in_group(fake, BANGKOK, code)
         assert moved.topic is None, "in General rather than lost"
     finally:
