@@ -38,6 +38,9 @@ PRIORITY_PARTNER = 10
 PRIORITY_BROADCAST = 20
 LEASE = timedelta(seconds=60)
 MAX_ATTEMPTS = 8
+# What the platform's message rate does not count: answering a button press, removing a
+# keyboard, deleting a message, setting a command menu. Only messages wait for the limiter.
+UNMETERED = frozenset({"ack", "clear_buttons", "delete", "commands"})
 REPLIES_PER_CHAT = 3  # places one chat may take in a claim of the reply lane
 
 
@@ -496,7 +499,7 @@ class Sender:
             if last is not None and now - last < self.per_chat_interval:
                 return Outcome(row, "later", after=self.per_chat_interval - (now - last))
         permit = None
-        if self.limiter is not None:
+        if self.limiter is not None and row.kind not in UNMETERED:
             permit = await self.limiter.acquire(urgent=not bulk, stopping=lambda: self._stopping)
             if permit is None:
                 return Outcome(row, "later")

@@ -7,7 +7,7 @@ import asyncio
 from sqlmodel import select
 
 from bot.inbox import ChatLocks, Inbox
-from bot.outbox import Outbox, Rejected, RecipientGone, RetryLater, Sender
+from bot.outbox import Outbox, RateLimiter, Rejected, RecipientGone, RetryLater, Sender
 from storage import connect
 from storage.models import OutboxMessage, User
 
@@ -112,5 +112,32 @@ async def test_reading_waits_for_no_writer(database_url: str) -> None:
                 assert (await reading.exec(select(User).where(User.address == "501"))).first() is None, "not yet committed"
         async with db.session() as reading:
             assert (await reading.exec(select(User).where(User.address == "501"))).one().lang == "en"
+    finally:
+        await db.close()
+
+
+async def test_the_message_rate_counts_messages_not_button_answers_or_keyboard_edits(database_url: str) -> None:
+    """Telegram's send limit is about messages. A button press costs an answer to the press,
+    the old keyboard's removal and the reply: only the reply waits for the limiter, so 200
+    people pressing at once are not answered three times slower than they need be."""
+    db = await connect(database_url)
+    outbox = Outbox(db)
+    granted: list[str] = []
+
+    class CountingLimiter(RateLimiter):
+        async def acquire(self, **kwargs: object) -> list[bool] | None:  # type: ignore[override]
+            granted.append("permit")
+            return await super().acquire(**kwargs)  # type: ignore[arg-type]
+
+    async def deliver(row: OutboxMessage, payload: dict) -> str | None:  # type: ignore[type-arg]
+        return "1"
+
+    try:
+        async with db.transaction() as session:
+            for kind in ("ack", "clear_buttons", "message", "delete", "commands"):
+                Outbox.add(session, "telegram", "5", kind, {"text": "hi", "callback_id": "1", "message_id": 1})
+        await Sender(outbox, "telegram", deliver, limiter=CountingLimiter(100.0)).drain()
+        assert (await outbox.counts()) == {"sent": 5}
+        assert granted == ["permit"], "only the message counted against the rate"
     finally:
         await db.close()
