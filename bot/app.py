@@ -89,18 +89,23 @@ async def run_telegram(settings: Settings) -> None:
     channel = TelegramChannel(settings.telegram_bot_token, settings.telegram_api_base_url, core.conversations, core.inbox,
                               core.outbox, core.flows, core.texts, poll_timeout=settings.poll_timeout, rate=settings.rate)
     api = None
+    senders = [sender for feature in features.modules() if hasattr(feature, "senders") for sender in feature.senders(core)]
+    running: list[asyncio.Task[None]] = []
+
+    def alive() -> bool:
+        return channel.sending() and all(not task.done() for task in running)
+
     if settings.api_port:
         from bot.api.app import serve
         from bot.features.broadcasts import feature as broadcasts
 
         try:
-            api = await serve(broadcasts(core), settings.api_host, settings.api_port)
+            api = await serve(broadcasts(core), settings.api_host, settings.api_port, alive)
         except OSError as exc:
             await core.close()
             raise StartupError(f"the staff API cannot listen on {settings.api_host}:{settings.api_port} ({exc.strerror or exc}); "
                                "choose another API_PORT, or API_PORT=0 to turn it off") from exc
-    senders = [sender for feature in features.modules() if hasattr(feature, "senders") for sender in feature.senders(core)]
-    running = [asyncio.create_task(supervise(f"{sender.channel} sender", sender.run)) for sender in senders]
+    running += [asyncio.create_task(supervise(f"{sender.channel} sender", sender.run)) for sender in senders]
     clock = Clock([job for feature in features.modules() if hasattr(feature, "jobs") for job in feature.jobs(core)]).start()
     # Everything loaded so far (flows, texts, library modules) lives as long as the process;
     # frozen, it is no longer walked by every full garbage collection, whose pauses otherwise

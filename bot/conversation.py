@@ -4,6 +4,7 @@ state moves on and the answers are queued in the outbox, or none of it happens."
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sqlmodel import col, select, update
 
+from bot import metrics
 from bot.engine.events import Deletion, Event, Message, Output
 from bot.engine.runner import Engine
 from bot.inbox import Inbox
@@ -34,6 +36,17 @@ class Conversations:
 
     async def handle(self, event: Event, *, inbox_key: str | None = None, receipts: list[Receipt] | None = None) -> list[Output]:
         """Handle an event exactly once per inbox key; return what was queued for the user."""
+        started = time.perf_counter()
+        try:
+            messages = await self._handle(event, inbox_key, receipts)
+        except Exception:
+            metrics.UPDATES_HANDLED.labels(event.channel, "error").inc()
+            raise
+        metrics.UPDATES_HANDLED.labels(event.channel, "done").inc()
+        metrics.HANDLING_SECONDS.labels(event.channel).observe(time.perf_counter() - started)
+        return messages
+
+    async def _handle(self, event: Event, inbox_key: str | None, receipts: list[Receipt] | None) -> list[Output]:
         async with self.db.transaction() as session:
             row = None
             if inbox_key is not None:

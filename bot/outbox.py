@@ -28,6 +28,7 @@ from sqlalchemy import bindparam
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot import metrics
 from storage.db import Database
 from storage.models import OutboxMessage, User, utcnow
 
@@ -38,6 +39,11 @@ PRIORITY_PARTNER = 10
 PRIORITY_BROADCAST = 20
 LEASE = timedelta(seconds=60)
 MAX_ATTEMPTS = 8
+def lane(priority: int) -> str:
+    """Which of the three kinds of sending a row belongs to, for the metrics."""
+    return "broadcast" if priority >= PRIORITY_BROADCAST else "partner" if priority >= PRIORITY_PARTNER else "reply"
+
+
 # What the platform's message rate does not count: answering a button press, removing a
 # keyboard, deleting a message, setting a command menu. Only messages wait for the limiter.
 UNMETERED = frozenset({"ack", "clear_buttons", "delete", "commands"})
@@ -489,6 +495,13 @@ class Sender:
                 await self.outbox.settle(batch)
 
     async def _send(self, row: OutboxMessage) -> Outcome:
+        outcome = await self._try(row)
+        metrics.SENDS.labels(self.channel, lane(row.priority), outcome.status).inc()
+        if outcome.status == "sent" and row.priority == PRIORITY_PARTNER:
+            metrics.PARTNER_DELIVERIES.labels(self.channel).inc()
+        return outcome
+
+    async def _try(self, row: OutboxMessage) -> Outcome:
         assert row.id is not None
         bulk = row.priority >= PRIORITY_BROADCAST
         if self._stopping:
@@ -508,6 +521,9 @@ class Sender:
         except RetryLater as exc:
             if exc.waiting:
                 return Outcome(row, "later", after=exc.after)
+            metrics.SEND_FAILURES.labels(self.channel, type(exc.__cause__).__name__ if exc.__cause__ else "RetryLater").inc()
+            if exc.pause_all:
+                metrics.RATE_LIMITED.labels(self.channel).inc()
             if exc.pause_all and self.limiter is not None:
                 self.limiter.pause(exc.after)
             too_many = self.max_attempts is not None and row.attempts >= self.max_attempts
@@ -523,6 +539,7 @@ class Sender:
             log.info("outbox %s: recipient unreachable", row.id)
             return Outcome(row, "unreachable")
         except Rejected as exc:
+            metrics.SEND_FAILURES.labels(self.channel, "Rejected").inc()
             log.error("outbox %s: rejected by the platform: %s", row.id, exc)
             return Outcome(row, "failed")
         except ChatMoved as exc:
@@ -531,6 +548,7 @@ class Sender:
         except (CannotContinue, asyncio.CancelledError):
             raise
         except Exception as exc:  # an error no one foresaw must not stop every other send
+            metrics.SEND_FAILURES.labels(self.channel, type(exc).__name__).inc()
             too_many = self.max_attempts is not None and row.attempts >= self.max_attempts
             log.error("outbox %s: unexpected %s on attempt %d%s", row.id, type(exc).__name__, row.attempts,
                       "; giving up" if too_many else "", exc_info=log.isEnabledFor(logging.DEBUG))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -71,6 +71,19 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def head_revision() -> str | None:
+    """The schema version this code expects: the newest migration."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def schema_revision(db: Database) -> str | None:
+    """The schema version the database is at."""
+    async with db.session() as session:
+        return (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

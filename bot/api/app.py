@@ -1,4 +1,5 @@
-"""Campaign endpoints. Bad input gets a 4xx with a message that says what is wrong."""
+"""The bot's HTTP server: campaign endpoints for staff (a bearer token each), and, open,
+/healthz, /readyz and Prometheus /metrics. Bad input gets a 4xx that says what is wrong."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
+from bot import metrics
 from bot.features.broadcasts import BroadcastsFeature
 from bot.features.broadcasts.campaigns import CampaignError
 from storage.broadcasts import Campaign
+from storage.db import head_revision, schema_revision
 from storage.models import User, utcnow
 
 log = logging.getLogger(__name__)
@@ -47,9 +50,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error(400, f"this request cannot be read: {type(exc).__name__}")
 
 
+PUBLIC = frozenset({"/openapi.yaml", "/healthz", "/readyz", "/metrics"})
+ALIVE = web.AppKey("alive", Callable[[], bool])
+
+
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path == "/openapi.yaml":
+    if request.path in PUBLIC:
         return await handler(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
@@ -167,9 +174,37 @@ async def openapi(_request: web.Request) -> web.FileResponse:
     return web.FileResponse(SPEC, headers={"Content-Type": "application/yaml"})
 
 
-def build_api(feature: BroadcastsFeature) -> web.Application:
+async def healthz(_request: web.Request) -> web.Response:
+    """Alive: the process answers."""
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: the database answers, its schema is the code's, and the senders run."""
+    problems = []
+    try:
+        current = await schema_revision(request.app[FEATURE].core.db)
+        if current != head_revision():
+            problems.append(f"database schema at {current}, code expects {head_revision()}: run the migrations")
+    except Exception as exc:  # the database is not reachable
+        problems.append(f"database unreachable ({type(exc).__name__})")
+    if not request.app[ALIVE]():
+        problems.append("a sender is not running")
+    return web.json_response({"ok": not problems, "problems": problems}, status=503 if problems else 200)
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    body, content_type = await metrics.render(request.app[FEATURE].core.db)
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def build_api(feature: BroadcastsFeature, alive: Callable[[], bool] = lambda: True) -> web.Application:
     app = web.Application(middlewares=[json_errors, bearer_auth])
     app[FEATURE] = feature
+    app[ALIVE] = alive
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/openapi.yaml", openapi)
     app.router.add_get("/campaigns", list_campaigns)
     app.router.add_post("/campaigns", create_campaign)
@@ -179,8 +214,8 @@ def build_api(feature: BroadcastsFeature) -> web.Application:
     return app
 
 
-async def serve(feature: BroadcastsFeature, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(build_api(feature), handle_signals=False)
+async def serve(feature: BroadcastsFeature, host: str, port: int, alive: Callable[[], bool] = lambda: True) -> web.AppRunner:
+    runner = web.AppRunner(build_api(feature, alive), handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     log.info("staff API on http://%s:%d", host, port)

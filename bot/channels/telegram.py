@@ -29,6 +29,7 @@ from bot.engine.events import Event, Message, split_text, telegram_len
 from bot.engine.flows import FlowSet
 from bot.engine.i18n import SOURCE_LANGUAGE, Translator
 from bot.inbox import ChatLocks, ChatPace, Inbox
+from bot import metrics
 from bot.outbox import CannotContinue, ChatMoved, NotSentYet, Outbox, RateLimiter, Rejected, RecipientGone, RetryLater, Sender
 from bot.supervise import supervise
 from storage.models import OutboxMessage, User
@@ -134,6 +135,7 @@ class TelegramChannel:
         self._offset: int | None = None
         self._stopping = asyncio.Event()
         self._poll: asyncio.Future[Any] | None = None
+        self._sender_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -150,6 +152,7 @@ class TelegramChannel:
         await self.start()
         sender = asyncio.create_task(supervise("telegram sender", self.sender.run, stopping=self._stopping.is_set), name="telegram-sender")
         sender.add_done_callback(self._sender_ended)
+        self._sender_task = sender
         try:
             await self.fetch_forever()
         finally:
@@ -157,6 +160,10 @@ class TelegramChannel:
             await self.stop()
         if sender.done() and not sender.cancelled() and sender.exception() is not None:
             raise sender.exception()  # type: ignore[misc]
+
+    def sending(self) -> bool:
+        """Whether the sender is running (for /readyz)."""
+        return self._sender_task is not None and not self._sender_task.done()
 
     def _sender_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -240,6 +247,7 @@ class TelegramChannel:
                 readable.append(update)
             rows.append((str(item["update_id"]), self._chat_of(update) if update else "-", item))
         new = set(await self.inbox.store(CHANNEL, rows))
+        metrics.UPDATES_RECEIVED.labels(CHANNEL).inc(len(new))
         self._offset = max(int(item["update_id"]) for item in raw) + 1
         for key in new - {str(u.update_id) for u in readable}:
             await self.inbox.mark_failed(CHANNEL, key, "unreadable update")
@@ -333,6 +341,7 @@ class TelegramChannel:
                 log.warning("update %s: attempt %d failed (%s)", key, attempt + 1, error, exc_info=log.isEnabledFor(logging.DEBUG))
                 await asyncio.sleep(0.2 * 2**attempt)
         log.error("update %s: set aside after %d attempts (%s); `python -m bot stats` lists it", key, HANDLE_ATTEMPTS, error)
+        metrics.UPDATES_HANDLED.labels(CHANNEL, "set_aside").inc()
         await self.inbox.mark_failed(CHANNEL, key, error, HANDLE_ATTEMPTS)
 
     # -- sending --------------------------------------------------------------------------------
