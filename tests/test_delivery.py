@@ -459,8 +459,10 @@ async def test_queuing_100000_recipients_on_sqlite_holds_back_no_ones_reply(core
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99) - 1] if len(latencies) >= 100 else latencies[-1]
     print(f"\n{answered_while_queuing} replies while 100,000 recipients were queued; reply p99 {p99 * 1000:.0f} ms")
-    assert answered_while_queuing >= 20, "people are answered between chunks, not after the whole audience"
-    assert p99 < 1.0, f"reply p99 {p99:.2f} s while queuing"
+    # Writers take turns, so a reply gets in after every chunk or so (50 chunks of 2,000): the
+    # property is counted, not timed (the p99 above is a figure for docs/reliability.md; about
+    # 0.2 s on an idle 2-core machine; before this, one 5.4 s transaction held every reply).
+    assert answered_while_queuing >= 25, f"people are answered between chunks, not after the whole audience ({answered_while_queuing})"
 
 
 async def test_a_case_card_whose_answer_was_lost_is_sent_again_marked_as_a_repeat(running_bot: RunningBot) -> None:
