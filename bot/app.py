@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import signal
 from datetime import timedelta
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from bot import features, logs
 from bot.conversation import Conversations
@@ -81,13 +83,34 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     logs.configure(level, fmt)
 
 
+WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+def webhook_settings(settings: Settings) -> tuple[str, str] | None:
+    """Webhook mode's URL and secret, or None for polling; a clear error for what cannot work."""
+    url = settings.telegram_webhook_url
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc or not parts.path.strip("/"):
+        raise StartupError(f"TELEGRAM_WEBHOOK_URL must be a full URL with a path, e.g. https://bot.example.org/telegram/<random>; got {url!r}")
+    secret = settings.telegram_webhook_secret or ""
+    if not WEBHOOK_SECRET.match(secret):
+        raise StartupError("webhook mode needs TELEGRAM_WEBHOOK_SECRET: 1 to 256 of A-Z a-z 0-9 _ - (Telegram sends it with every update)")
+    if not settings.api_port:
+        raise StartupError("webhook mode serves the webhook on API_HOST:API_PORT; API_PORT=0 turns that server off")
+    return url, secret
+
+
 async def run_telegram(settings: Settings) -> None:
     from bot.channels.telegram import TelegramChannel
 
     assert settings.telegram_bot_token
+    webhook = webhook_settings(settings)
     core = await build_core(settings)
     channel = TelegramChannel(settings.telegram_bot_token, settings.telegram_api_base_url, core.conversations, core.inbox,
-                              core.outbox, core.flows, core.texts, poll_timeout=settings.poll_timeout, rate=settings.rate)
+                              core.outbox, core.flows, core.texts, poll_timeout=settings.poll_timeout, rate=settings.rate,
+                              webhook=webhook)
     api = None
     senders = [sender for feature in features.modules() if hasattr(feature, "senders") for sender in feature.senders(core)]
     running: list[asyncio.Task[None]] = []
@@ -100,7 +123,8 @@ async def run_telegram(settings: Settings) -> None:
         from bot.features.broadcasts import feature as broadcasts
 
         try:
-            api = await serve(broadcasts(core), settings.api_host, settings.api_port, alive)
+            api = await serve(broadcasts(core), settings.api_host, settings.api_port, alive,
+                              (urlsplit(webhook[0]).path, channel.on_webhook) if webhook else None)
         except OSError as exc:
             await core.close()
             raise StartupError(f"the staff API cannot listen on {settings.api_host}:{settings.api_port} ({exc.strerror or exc}); "

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     paid_broadcast: bool = Field(default=False, description="Send broadcasts with allow_paid_broadcast (Telegram Stars) and allow up to PAID_SEND_RATE.")
     paid_send_rate: float = Field(default=1000.0, description="The rate limit in paid-broadcast mode.")
     bot_username: str = Field(default="SafeRouteBot", description="The bot's Telegram username (without @), for t.me links such as staff invites.")
+    telegram_webhook_url: str | None = Field(
+        default=None, description="Webhook mode: the public https URL Telegram posts updates to; served at its path on API_HOST:API_PORT.")
+    telegram_webhook_secret: str | None = Field(
+        default=None, description="Webhook mode: the secret Telegram sends in X-Telegram-Bot-Api-Secret-Token (1-256 of A-Z a-z 0-9 _ -).")
     api_host: str = Field(default="127.0.0.1", description="Where the staff HTTP API listens.")
     api_port: int = Field(default=8080, description="Port of the staff HTTP API; 0 turns it off.")
 

@@ -52,11 +52,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 PUBLIC = frozenset({"/openapi.yaml", "/healthz", "/readyz", "/metrics"})
 ALIVE = web.AppKey("alive", Callable[[], bool])
+WEBHOOK_PATH = web.AppKey("webhook_path", str)
+Webhook = tuple[str, Handler]  # the path Telegram posts to, and what takes the update (it checks the secret itself)
 
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC:
+    if request.path in PUBLIC or request.path == request.app.get(WEBHOOK_PATH):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
@@ -198,10 +200,13 @@ async def metrics_page(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-def build_api(feature: BroadcastsFeature, alive: Callable[[], bool] = lambda: True) -> web.Application:
+def build_api(feature: BroadcastsFeature, alive: Callable[[], bool] = lambda: True, webhook: Webhook | None = None) -> web.Application:
     app = web.Application(middlewares=[json_errors, bearer_auth])
     app[FEATURE] = feature
     app[ALIVE] = alive
+    if webhook is not None:
+        app[WEBHOOK_PATH] = webhook[0]
+        app.router.add_post(webhook[0], webhook[1])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
@@ -214,8 +219,9 @@ def build_api(feature: BroadcastsFeature, alive: Callable[[], bool] = lambda: Tr
     return app
 
 
-async def serve(feature: BroadcastsFeature, host: str, port: int, alive: Callable[[], bool] = lambda: True) -> web.AppRunner:
-    runner = web.AppRunner(build_api(feature, alive), handle_signals=False)
+async def serve(feature: BroadcastsFeature, host: str, port: int, alive: Callable[[], bool] = lambda: True,
+                webhook: Webhook | None = None) -> web.AppRunner:
+    runner = web.AppRunner(build_api(feature, alive, webhook), handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     log.info("staff API on http://%s:%d", host, port)

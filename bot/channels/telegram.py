@@ -10,12 +10,14 @@ TypeHandler that hands it to the channel-neutral conversation service.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import warnings
 from typing import Any
 
 from sqlmodel import select
+from aiohttp import web
 from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram import Message as TgMessage
 from telegram.constants import ParseMode
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "telegram"
 # Edited messages are not asked for: an answer already acted on is not taken back by editing it.
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 HANDLE_ATTEMPTS = 3
 TELEGRAM_TEXT_LIMIT = 4096
 # Sends in flight at once. Enough to reach 1000 a second at a few milliseconds per request;
@@ -116,7 +119,9 @@ class TelegramChannel:
         *,
         poll_timeout: int = 30,
         rate: float = 25.0,
+        webhook: tuple[str, str] | None = None,
     ) -> None:
+        self.webhook = webhook  # (url, secret token): webhook mode instead of polling
         self.conversations = conversations
         self.inbox = inbox
         self.outbox = outbox
@@ -141,10 +146,31 @@ class TelegramChannel:
 
     async def start(self) -> None:
         await self.app.initialize()
+        if self.webhook is not None:
+            url, secret = self.webhook
+            await self.app.bot.set_webhook(url, secret_token=secret, allowed_updates=ALLOWED_UPDATES)
+            log.info("webhook mode: Telegram posts updates to the webhook's path")
+        else:
+            await self.app.bot.delete_webhook()  # back to polling: Telegram refuses getUpdates while a webhook is set
         await self.register_commands()
         await self.resume_pending()
         highest = await self.inbox.highest_key(CHANNEL)
         self._offset = highest + 1 if highest is not None else None
+
+    async def on_webhook(self, request: web.Request) -> web.Response:
+        """One update posted by Telegram. Without the secret: 403, nothing stored. Stored
+        before the 200, so Telegram posts it again if the process dies first."""
+        assert self.webhook is not None
+        if not hmac.compare_digest(request.headers.get(SECRET_HEADER, "").encode(), self.webhook[1].encode()):
+            log.warning("webhook: a request without the right secret token; refused")
+            return web.Response(status=403)
+        try:
+            item = await request.json()
+            int(item["update_id"])
+        except (ValueError, TypeError, KeyError):
+            return web.Response(status=400)
+        await self.accept([item])
+        return web.Response(status=200)
 
     async def run(self) -> None:
         """Start, then fetch and send until request_stop(). The sender is supervised: a crash
@@ -154,7 +180,10 @@ class TelegramChannel:
         sender.add_done_callback(self._sender_ended)
         self._sender_task = sender
         try:
-            await self.fetch_forever()
+            if self.webhook is None:
+                await self.fetch_forever()
+            else:
+                await self._stopping.wait()  # updates come to on_webhook
         finally:
             await self.sender.stop(sender)
             await self.stop()
@@ -235,6 +264,13 @@ class TelegramChannel:
             self._poll = None
         if not raw:
             return []
+        new = await self.accept(raw)
+        self._offset = max(int(item["update_id"]) for item in raw) + 1
+        return new
+
+    async def accept(self, raw: list[dict[str, Any]]) -> list[str]:
+        """Store updates as they came (from getUpdates or the webhook), then schedule the new
+        ones. Returns when they are stored: only then may Telegram be told they arrived."""
         readable: list[Update] = []
         rows = []
         for item in raw:
@@ -248,7 +284,6 @@ class TelegramChannel:
             rows.append((str(item["update_id"]), self._chat_of(update) if update else "-", item))
         new = set(await self.inbox.store(CHANNEL, rows))
         metrics.UPDATES_RECEIVED.labels(CHANNEL).inc(len(new))
-        self._offset = max(int(item["update_id"]) for item in raw) + 1
         for key in new - {str(u.update_id) for u in readable}:
             await self.inbox.mark_failed(CHANNEL, key, "unreadable update")
         for update in readable:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 TEXT_LIMIT = 4096
@@ -139,6 +140,10 @@ class FakeBotApi:
         self._lose_next: list[tuple[str, str]] = []
         self.lost_answers: list[tuple[str, str]] = []
         self._chat_events: dict[int, asyncio.Event] = {}
+        self.webhook: tuple[str, str | None] | None = None  # (url, secret token) once setWebhook was called
+        self.webhook_allowed: list[str] | None = None
+        self.webhook_posts: list[tuple[int, int]] = []  # (update_id, HTTP status the bot answered) of every post
+        self._webhook_task: asyncio.Task[None] | None = None
         self.first_calls: dict[str, float] = {}  # method -> when it was first called (time.monotonic, shared by processes)  # (method, chat_id) of every request done whose answer was lost
         self._ids = itertools.count(1)
         self._update_ids = itertools.count(1000)
@@ -281,6 +286,8 @@ class FakeBotApi:
     async def __aexit__(self, *exc: object) -> None:
         self._closing = True
         await self._notify()
+        if self._webhook_task is not None:
+            await asyncio.gather(self._webhook_task, return_exceptions=True)
         if self._runner:
             await self._runner.cleanup()
 
@@ -511,9 +518,57 @@ class FakeBotApi:
         return self.bot
 
     async def api_deleteWebhook(self, params: dict[str, Any]) -> bool:
+        self.webhook = None
         return True
 
+    async def api_setWebhook(self, params: dict[str, Any]) -> bool:
+        url = str(params.get("url") or "")
+        if not url.startswith(("https://", "http://127.0.0.1")):
+            raise ApiError(400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
+        secret = params.get("secret_token")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
+            raise ApiError(400, "Bad Request: secret token contains unallowed characters")
+        self.webhook = (url, str(secret) if secret else None)
+        allowed = params.get("allowed_updates")
+        self.webhook_allowed = json.loads(allowed) if isinstance(allowed, str) else allowed
+        if self._webhook_task is None:
+            self._webhook_task = asyncio.create_task(self._post_updates())
+        await self._notify()
+        return True
+
+    async def _post_updates(self) -> None:
+        """Telegram's side of a webhook: each update, in order, posted until the bot answers
+        200 (a refusal or a dropped connection means trying again, as Telegram does)."""
+        async with aiohttp.ClientSession() as http:
+            while not self._closing:
+                async with self._changed:
+                    await self._changed.wait_for(lambda: self._closing or (self.webhook is not None and bool(self.updates)))
+                if self._closing or self.webhook is None:
+                    continue
+                url, secret = self.webhook
+                update = self.updates[0]
+                allowed = self.webhook_allowed
+                if allowed and not any(kind in update for kind in allowed):
+                    self.updates.pop(0)
+                    continue
+                headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
+                try:
+                    async with http.post(url, json=update, headers=headers) as answer:
+                        status = answer.status
+                except aiohttp.ClientError:
+                    status = 0
+                self.webhook_posts.append((int(update["update_id"]), status))
+                self.deliveries.update([int(update["update_id"])])
+                if status == 200:
+                    self.updates.pop(0)
+                    self.delivered.append(update)
+                else:
+                    await asyncio.sleep(0.1)  # Telegram backs off too; the tests wait for results, not for this
+                await self._notify()
+
     async def api_getUpdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.webhook is not None:
+            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first")
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         limit = int(params.get("limit") or 100)
