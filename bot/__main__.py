@@ -12,7 +12,7 @@ from bot import features
 from bot.app import StartupError, configure_logging, rotate_keys, run_telegram, run_terminal
 from bot.outbox import CannotContinue
 from bot.check import check_project, format_report
-from bot.settings import PROJECT_ROOT, load_settings
+from bot.settings import PROJECT_ROOT, SettingsError, load_settings
 from bot.understand_cli import EVAL_SET, run_understand
 
 
@@ -25,8 +25,9 @@ def _parser() -> argparse.ArgumentParser:
                           description="A conversation in the terminal with the same engine and database as the Telegram bot.")
     chat.add_argument("--lang", choices=["km", "lo", "th", "vi", "en"], help="the language to talk in (default: ask)")
     chat.add_argument("--user", default="local", help="who you are, so that separate users keep separate conversations (default: local)")
-    sub.add_parser("check", help="validate flows, content and translations; print coverage per language",
-                   description="Validate every flow, content and locale file. Exits 1 on any error, naming file and line.")
+    check = sub.add_parser("check", help="validate flows, content and translations; print coverage per language",
+                           description="Validate every flow, content and locale file. Exits 1 on any error, naming file and line.")
+    check.add_argument("--settings", action="store_true", help="print the settings in effect instead (secrets masked)")
     sub.add_parser("rotate-keys", help="re-encrypt stored data with the first key of SAFEROUTE_KEYS",
                    description="Key rotation: put a new key first in SAFEROUTE_KEYS (keep the old one after it), run this, "
                                "then remove the old key.")
@@ -46,7 +47,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"saferoute: settings: {exc}", file=sys.stderr)
+        return 2
     if hasattr(args, "func"):
         return int(args.func(args, settings) or 0)
     if args.command == "rotate-keys":
@@ -56,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "understand":
         return run_understand(args, settings)
+    if args.command == "check" and args.settings:
+        width = max(len(name) for name in settings.shown())
+        for name, value in settings.shown().items():
+            print(f"{name:<{width}}  {value}")
+        return 0
     if args.command == "check":
         report = check_project(settings.flows_dir, settings.locales_dir, settings.private_files())
         print(format_report(report))

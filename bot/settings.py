@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -71,5 +72,45 @@ class Settings(BaseSettings):
         return files
 
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def async_driver(cls, value: object) -> object:
+        """Take the URL forms every other tool uses (sqlite:///file, postgresql://…) and pick
+        the async driver the bot runs on."""
+        if not isinstance(value, str):
+            return value
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            raise ValueError("write sqlite:///path/to/saferoute.db or postgresql://user:password@host/database")
+        drivers = {"sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite", "postgres": "postgresql+asyncpg",
+                   "postgresql": "postgresql+asyncpg", "postgresql+asyncpg": "postgresql+asyncpg", "postgresql+psycopg2": "postgresql+asyncpg",
+                   "postgresql+psycopg": "postgresql+asyncpg"}
+        if scheme.lower() not in drivers:
+            raise ValueError(f"'{scheme}://' is not a database SafeRoute runs on; write sqlite:///path/to/saferoute.db "
+                             "or postgresql://user:password@host/database")
+        return f"{drivers[scheme.lower()]}://{rest}"
+
+    def shown(self) -> dict[str, str]:
+        """Every setting as it is in effect, secrets masked (`python -m bot check --settings`)."""
+        shown: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is not None and any(word in name for word in ("token", "secret", "keys", "password")):
+                value = "•••• (set)"
+            elif name == "database_url":
+                value = re.sub(r"(://[^:/@]+:)[^@]+@", r"\1••••@", str(value))
+            shown[name.upper()] = str(value)
+        return shown
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work: one line per setting, saying what to write."""
+
+
 def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in error['loc']).upper() or 'settings'}: {error['msg'].removeprefix('Value error, ')}"
+                 for error in exc.errors()]
+        raise SettingsError("; ".join(lines)) from None

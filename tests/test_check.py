@@ -3,14 +3,18 @@ with its file and line, and the command exits non-zero."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bot.__main__ import main
 from bot.check import check_project, format_report, script_problem
-from bot.settings import PROJECT_ROOT
+from bot.settings import PROJECT_ROOT, load_settings
 
 
 @pytest.fixture
@@ -124,3 +128,31 @@ def main_exit_code(flows: Path, locales: Path) -> int:
     finally:
         os.environ.clear()
         os.environ.update(old)
+
+
+@pytest.mark.parametrize(("given", "used"), [
+    ("sqlite:///data/bot.db", "sqlite+aiosqlite:///data/bot.db"),
+    ("postgresql://bot:pw@db/saferoute", "postgresql+asyncpg://bot:pw@db/saferoute"),
+    ("postgres://bot@db/saferoute", "postgresql+asyncpg://bot@db/saferoute"),
+    ("postgresql+asyncpg://bot@db/saferoute", "postgresql+asyncpg://bot@db/saferoute"),
+])
+def test_database_urls_in_the_forms_other_tools_use_pick_the_async_driver(given: str, used: str) -> None:
+    assert load_settings(database_url=given).database_url == used
+
+
+def test_a_database_url_that_cannot_work_is_one_line_saying_what_to_write() -> None:
+    result = subprocess.run([sys.executable, "-m", "bot", "check"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            env={**os.environ, "DATABASE_URL": "mysql://bot@db/x"})
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "postgresql://user:password@host/database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_settings_prints_what_is_in_effect_with_secrets_masked() -> None:
+    result = subprocess.run([sys.executable, "-m", "bot", "check", "--settings"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            env={**os.environ, "DATABASE_URL": "postgresql://bot:hunter2@db/saferoute", "TELEGRAM_BOT_TOKEN": "123:SECRETTOKEN",
+                                 "TELEGRAM_WEBHOOK_SECRET": "whsecret"})
+    assert result.returncode == 0, result.stderr
+    assert "postgresql+asyncpg://bot:••••@db/saferoute" in result.stdout
+    assert "hunter2" not in result.stdout and "SECRETTOKEN" not in result.stdout and "whsecret" not in result.stdout
+    assert re.search(r"^SEND_RATE\s+25", result.stdout, re.M)
