@@ -22,7 +22,7 @@ from bot.engine.runner import Engine
 from bot.engine.understand import Understander
 from bot.inbox import Inbox
 from bot.outbox import Outbox
-from bot.scheduler import Clock
+from bot.scheduler import Clock, ScheduleLease
 from bot.settings import Settings
 from bot.supervise import supervise
 from storage import Database, connect, crypto
@@ -130,7 +130,8 @@ async def run_telegram(settings: Settings) -> None:
             raise StartupError(f"the staff API cannot listen on {settings.api_host}:{settings.api_port} ({exc.strerror or exc}); "
                                "choose another API_PORT, or API_PORT=0 to turn it off") from exc
     running += [asyncio.create_task(supervise(f"{sender.channel} sender", sender.run)) for sender in senders]
-    clock = Clock([job for feature in features.modules() if hasattr(feature, "jobs") for job in feature.jobs(core)]).start()
+    clock = Clock([job for feature in features.modules() if hasattr(feature, "jobs") for job in feature.jobs(core)],
+                  ScheduleLease(core.db, ttl=settings.schedule_lease_seconds, renew_every=settings.schedule_lease_seconds / 4)).start()
     # Everything loaded so far (flows, texts, library modules) lives as long as the process;
     # frozen, it is no longer walked by every full garbage collection, whose pauses otherwise
     # stalled sending several times a second in a large broadcast.

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     reports_per_hour: int = Field(default=3, description="Reports one person may send in an hour; more are refused kindly, with the numbers.")
     report_max_attachments: int = Field(default=10, description="Photos, voice notes and documents kept with one report; partners are told of any cut.")
     admin_telegram_ids: str = Field(default="", description="Comma-separated Telegram user ids of the first admins.")
+    schedule_lease_seconds: float = Field(default=20.0, description="How long the worker that fires schedules holds them without "
+                                          "renewing (every quarter of this); another worker takes over after.")
     campaign_pass_seconds: float = Field(default=30.0, description="How often due campaigns are started and finished runs reported.")
     send_rate: float = Field(default=25.0, description="Messages a second the Telegram sender never exceeds in any one-second window.")
     paid_broadcast: bool = Field(default=False, description="Send broadcasts with allow_paid_broadcast (Telegram Stars) and allow up to PAID_SEND_RATE.")

@@ -89,3 +89,14 @@ class OutboxMessage(SQLModel, table=True):
     batch: str | None = Field(default=None, max_length=32, index=True, description="What the row belongs to, e.g. run:12 of a campaign.")
     claim_token: str | None = Field(default=None, max_length=32, description="Which claim holds the row; only it may record the outcome.")
     uncertain: bool = Field(default=False, description="An earlier attempt may have arrived (a crash mid-send, no answer): a repeat says so.")
+
+
+class Lease(SQLModel, table=True):
+    """Something only one process may do at a time (firing schedules), held by whoever renewed
+    it last, until it runs out; another process takes it over then."""
+
+    __tablename__ = "leases"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=128)
+    expires_at: datetime

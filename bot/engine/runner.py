@@ -94,7 +94,9 @@ class Engine:
         self.actions[name] = action
 
     async def load_user(self, session: AsyncSession, channel: str, address: str) -> tuple[User, Conversation]:
-        user = (await session.exec(select(User).where(User.channel == channel, User.address == address))).first()
+        # Locked for the transaction: with several workers, two updates of one person reaching
+        # two of them at once are handled one after the other, each on the other's result.
+        user = (await session.exec(select(User).where(User.channel == channel, User.address == address).with_for_update())).first()
         if user is None:
             user = User(channel=channel, address=address)
             session.add(user)

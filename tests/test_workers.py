@@ -1,0 +1,114 @@
+"""Several workers on one database: only one fires the schedules, and when it dies another
+takes over well within 30 s and fires the next campaign."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlmodel import select, update
+
+from bot.app import build_core
+from bot.features.broadcasts import feature
+from bot.scheduler import Clock, ScheduleLease
+from bot.settings import PROJECT_ROOT, Settings
+from storage import connect
+from storage.broadcasts import CampaignRun
+from storage.models import Lease, User, utcnow
+from tests.fakes.bot_api import FakeBotApi
+from tests.processes import BotProcess
+
+
+async def test_one_lease_holder_at_a_time_and_a_dead_holders_lease_is_taken_over(database_url: str) -> None:
+    db = await connect(database_url)
+    first, second = ScheduleLease(db), ScheduleLease(db)
+    fired: list[str] = []
+
+    async def work() -> None:
+        fired.append("pass")
+
+    try:
+        assert await first.renew() and not await second.renew(), "one holder"
+        assert await first.renew(), "the holder renews"
+        clock = Clock([], second)
+        await clock._pass("a pass", work)()
+        assert fired == [], "a worker without the lease fires nothing"
+        async with db.transaction() as session:  # the holder died 21 s ago: its lease ran out
+            await session.exec(update(Lease).values(expires_at=utcnow() - timedelta(seconds=1)))  # type: ignore[call-overload]
+        assert await second.renew() and not await first.renew(), "taken over, and the old holder knows"
+        await clock._pass("a pass", work)()
+        assert fired == ["pass"]
+    finally:
+        await db.close()
+
+
+async def holder(url: str) -> str | None:
+    db = await connect(url, migrate=False)
+    try:
+        async with db.session() as session:
+            lease = await session.get(Lease, "schedules")
+            return lease.holder if lease is not None and lease.expires_at.replace(tzinfo=None) > utcnow().replace(tzinfo=None) else None
+    finally:
+        await db.close()
+
+
+async def until(check, timeout: float) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until check() holds (polling the other processes' database); fails after timeout."""
+    started = time.monotonic()
+    while not await check():
+        assert time.monotonic() - started < timeout, "not within the time allowed"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+async def test_when_the_worker_firing_schedules_is_killed_another_fires_the_next_campaign_within_30_s(
+        database_url: str, fake_api: FakeBotApi, tmp_path: Path) -> None:
+    settings = Settings(database_url=database_url, flows_dir=PROJECT_ROOT / "flows", locales_dir=PROJECT_ROOT / "locales")
+    core = await build_core(settings)
+    try:
+        async with core.db.transaction() as session:
+            session.add(User(channel="telegram", address="7001", lang="en"))
+    finally:
+        await core.close()
+    fake_api.add_user(7001, "Staff", "en")
+
+    def worker(name: str) -> BotProcess:
+        return BotProcess(fake_api, database_url, tmp_path / f"{name}.log", SCHEDULE_LEASE_SECONDS="4", CAMPAIGN_PASS_SECONDS="1")
+
+    a = worker("a")
+    b = None
+    try:
+        await until(lambda: _held_by(database_url, a), 30)
+        b = worker("b")
+        await fake_api.wait_for(lambda: sum(1 for m, _ in fake_api.calls if m == "getUpdates") >= 2, timeout=30)
+        await a.kill()
+        core = await build_core(settings)
+        try:
+            async with core.db.transaction() as session:
+                staff = (await session.exec(select(User).where(User.address == "7001"))).one()
+                campaign = await feature(core).campaigns.create(session, staff, name="after the crash", texts={"en": "Hotline 1300"})
+        finally:
+            await core.close()
+        took = await until(lambda: _fired(database_url, campaign.id), 30)
+        assert await _held_by(database_url, b)
+        print(f"\nthe other worker took the schedules over and fired the campaign {took:.1f} s after the kill")
+    finally:
+        for process in (a, b):
+            if process is not None:
+                await process.stop()
+
+
+async def _held_by(url: str, process: BotProcess) -> bool:
+    found = await holder(url)
+    return found is not None and f":{process.process.pid}:" in found
+
+
+async def _fired(url: str, campaign_id: int | None) -> bool:
+    db = await connect(url, migrate=False)
+    try:
+        async with db.session() as session:
+            return (await session.exec(select(CampaignRun).where(CampaignRun.campaign_id == campaign_id))).first() is not None
+    finally:
+        await db.close()
