@@ -37,6 +37,7 @@ class Conversations:
     async def handle(self, event: Event, *, inbox_key: str | None = None, receipts: list[Receipt] | None = None) -> list[Output]:
         """Handle an event exactly once per inbox key; return what was queued for the user."""
         started = time.perf_counter()
+        log.debug("handling a %s %s event", event.channel, "button" if event.choice else "command" if event.command else "message")
         try:
             messages = await self._handle(event, inbox_key, receipts)
         except Exception:
@@ -44,6 +45,7 @@ class Conversations:
             raise
         metrics.UPDATES_HANDLED.labels(event.channel, "done").inc()
         metrics.HANDLING_SECONDS.labels(event.channel).observe(time.perf_counter() - started)
+        log.debug("handled: %d answer(s) queued", len(messages))
         return messages
 
     async def _handle(self, event: Event, inbox_key: str | None, receipts: list[Receipt] | None) -> list[Output]:

@@ -7,7 +7,8 @@ rewrites every record, from every logger and at every level, before it is writte
 tokens, phone-like numbers and long ids are masked, and the values of fields that hold
 people's words or names are replaced. Exceptions are kept as their type and traceback
 frames; their messages go through the same rewriting. `LOG_FORMAT=json` writes one JSON
-object per line.
+object per line: time, level, logger, the line's template as its event key, the message, and
+the id of the update being handled when there is one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from contextvars import ContextVar
 
 TOKEN = re.compile(r"(?<!\d)\d{5,12}:[A-Za-z0-9_-]{30,}")
 PEOPLES_FIELDS = ("text", "caption", "first_name", "last_name", "username", "description", "phone_number", "phone", "title",
@@ -38,8 +40,15 @@ def redact(text: str, *, database: bool = False) -> str:
     return _LONG_ID.sub("[id]", text)
 
 
+# The update being handled, so that its log lines can be followed in JSON logs ("update").
+UPDATE: ContextVar[str | None] = ContextVar("update", default=None)
+
+
 class Redactor(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "event"):  # the line's template, also rewritten: some libraries put data in it
+            record.event = redact(str(record.msg), database=record.name.startswith(DATABASE_LOGGERS))[:120]
+            record.update = UPDATE.get()
         try:
             message = record.getMessage()
         except Exception:  # a record whose arguments do not fit its format: keep the format only
@@ -55,7 +64,10 @@ class Redactor(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "event": record.getMessage()}
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "event": getattr(record, "event", record.msg), "message": record.getMessage()}
+        if getattr(record, "update", None):
+            entry["update"] = record.update
         if record.exc_text:
             entry["exception"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False)

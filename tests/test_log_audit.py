@@ -6,10 +6,11 @@ without the filter shows that DEBUG output does carry them, so the check can fai
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 
-from bot.logs import Redactor
+from bot.logs import JsonFormatter, Redactor
 from tests.conftest import RunningBot
 from tests.test_reports import BANGKOK, CASEWORKER, in_group, partner_groups, report_until_consent
 
@@ -22,9 +23,11 @@ ANSWER = "Tôi ở ký túc xá số 3"
 async def test_nothing_a_person_said_or_is_reaches_the_logs_at_debug(running_bot: RunningBot) -> None:
     fake, texts = running_bot.fake, running_bot.core.texts
     vi = lambda key, **p: texts.get("vi", key, **p)  # noqa: E731
-    filtered, raw = io.StringIO(), io.StringIO()
-    handlers = [logging.StreamHandler(raw), logging.StreamHandler(filtered)]  # the raw copy is written first
+    filtered, raw, as_json = io.StringIO(), io.StringIO(), io.StringIO()
+    handlers = [logging.StreamHandler(raw), logging.StreamHandler(filtered), logging.StreamHandler(as_json)]  # the raw copy first
     handlers[1].addFilter(Redactor())
+    handlers[2].addFilter(Redactor())
+    handlers[2].setFormatter(JsonFormatter())
     root = logging.getLogger()
     old_level = root.level
     root.setLevel(logging.DEBUG)
@@ -32,6 +35,7 @@ async def test_nothing_a_person_said_or_is_reaches_the_logs_at_debug(running_bot
         handler.setLevel(logging.DEBUG)
     root.handlers.insert(0, handlers[0])  # before any redacting handler, which rewrites the records it sees
     root.addHandler(handlers[1])
+    root.addHandler(handlers[2])
     try:
         partner_groups(fake)
         user = running_bot.user(REPORTER, "vi")
@@ -58,3 +62,12 @@ async def test_nothing_a_person_said_or_is_reaches_the_logs_at_debug(running_bot
     assert any(secret in raw.getvalue() for secret in secrets), "without the filter DEBUG output does carry them"
     leaked = [secret for secret in secrets if secret in written]
     assert not leaked, f"leaked into the logs: {leaked}"
+
+    # LOG_FORMAT=json: one object per line, each with an event key; what happens while an
+    # update is handled names the update, so one update can be followed through.
+    lines = [json.loads(line) for line in as_json.getvalue().splitlines() if line.startswith("{")]
+    assert len(lines) > 100 and all(line["event"] and line["level"] for line in lines)
+    followed = {line["update"] for line in lines if "update" in line}
+    assert len(followed) >= 5, "the updates of the journey can each be followed"
+    leaked = [secret for secret in secrets if secret in as_json.getvalue() or json.dumps(secret)[1:-1] in as_json.getvalue()]
+    assert not leaked, f"leaked into the JSON logs: {leaked}"

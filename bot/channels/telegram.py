@@ -31,7 +31,7 @@ from bot.engine.events import Event, Message, split_text, telegram_len
 from bot.engine.flows import FlowSet
 from bot.engine.i18n import SOURCE_LANGUAGE, Translator
 from bot.inbox import ChatLocks, ChatPace, Inbox
-from bot import metrics
+from bot import logs, metrics
 from bot.outbox import CannotContinue, ChatMoved, NotSentYet, Outbox, RateLimiter, Rejected, RecipientGone, RetryLater, Sender
 from bot.supervise import supervise
 from storage.models import OutboxMessage, User
@@ -302,6 +302,7 @@ class TelegramChannel:
         task.add_done_callback(self._tasks.discard)
 
     async def _dispatch(self, update: Update) -> None:
+        logs.UPDATE.set(str(update.update_id))  # this task's log lines name the update they are about
         chat = self._chat_of(update)
         async with self.locks.hold(chat):
             if update.message is not None and update.message.chat.type == "private":
