@@ -1,19 +1,34 @@
-FROM python:3.11-slim
+# SafeRoute's image: `docker build -t saferoute .`; with PostgreSQL and two workers: compose.yaml.
 
-WORKDIR /app
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-
-# PyICU (word breaks for Khmer, Lao and Thai) compiles against the system's ICU.
-RUN apt-get update && apt-get install -y --no-install-recommends libicu-dev pkg-config g++ && rm -rf /var/lib/apt/lists/*
-
+# Build stage: wheels for the bot and every dependency (PyICU compiles against ICU here, with a
+# compiler the final image does not carry).
+FROM python:3.11-slim-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends g++ libicu-dev pkg-config && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY storage ./storage
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+# Run stage: the dependencies, the code and its content, ICU's runtime library; not root.
+FROM python:3.11-slim-bookworm
+RUN apt-get update && apt-get install -y --no-install-recommends libicu72 && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 saferoute
+COPY --from=build /wheels /wheels
+# The project's own wheel is only the way to its dependencies: the code runs from /app.
+RUN pip install --no-cache-dir --no-index --find-links=/wheels /wheels/*.whl && pip uninstall -y saferoute && rm -rf /wheels
+WORKDIR /app
 COPY bot ./bot
 COPY storage ./storage
 COPY flows ./flows
 COPY locales ./locales
-RUN pip install --no-cache-dir -e . && useradd --create-home saferoute && mkdir -p /app/data && chown saferoute /app/data
+RUN mkdir -p /app/data && chown saferoute /app/data
 USER saferoute
-
-# Telegram when TELEGRAM_BOT_TOKEN is set; `docker run -it … chat` for the terminal chat.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 API_HOST=0.0.0.0 API_PORT=8080 LOG_FORMAT=json
+EXPOSE 8080
+# Migrations run at start (the first worker migrates; the others wait for it).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"
+# Telegram when TELEGRAM_BOT_TOKEN is set; `docker run -it saferoute chat` for the terminal chat.
 ENTRYPOINT ["python", "-m", "bot"]
 CMD ["run"]

@@ -67,6 +67,8 @@ class Database:
 
     async def migrate(self) -> None:
         async with self.engine.begin() as conn:
+            if self.is_postgres:  # workers starting together: the first migrates, the others wait and find nothing to do
+                await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727001)")
             await conn.run_sync(_upgrade)
 
     async def close(self) -> None:

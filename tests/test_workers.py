@@ -112,3 +112,19 @@ async def _fired(url: str, campaign_id: int | None) -> bool:
             return (await session.exec(select(CampaignRun).where(CampaignRun.campaign_id == campaign_id))).first() is not None
     finally:
         await db.close()
+
+
+async def test_workers_starting_together_migrate_once(database_url: str) -> None:
+    """The first to start migrates; the others wait for it (on PostgreSQL, an advisory lock)
+    and find nothing to do, instead of failing on tables half made."""
+    from tests.conftest import PG_URL, reset_postgres
+    if database_url.startswith("postgresql") and PG_URL:
+        await reset_postgres(database_url)
+    # Without the lock, three migrations at once deadlock on PostgreSQL: the timeout fails the test instead.
+    databases = await asyncio.wait_for(asyncio.gather(*(connect(database_url) for _ in range(3))), 60)
+    try:
+        from storage.db import head_revision, schema_revision
+        assert {await schema_revision(db) for db in databases} == {head_revision()}
+    finally:
+        for db in databases:
+            await db.close()
