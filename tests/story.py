@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from bot.engine.i18n import Translator
-from tests.fakes.bot_api import FakeBotApi, SentMessage
+from tests.fakes.bot_api import WAIT, FakeBotApi, SentMessage
 
 
 class TelegramUser:
@@ -33,7 +33,7 @@ class TelegramUser:
     async def send(self, text: str) -> None:
         await self.fake.user_sends(self.id, text)
 
-    async def expect(self, pattern: str, timeout: float = 10.0) -> SentMessage:
+    async def expect(self, pattern: str, timeout: float = WAIT) -> SentMessage:
         """The next message from the bot whose text matches pattern (a regex); earlier
         non-matching messages are skipped over."""
         regex = re.compile(pattern, re.S)
@@ -54,7 +54,7 @@ class TelegramUser:
         self.last = message
         return message
 
-    async def press(self, label: str, message: SentMessage | None = None, timeout: float = 10.0) -> None:
+    async def press(self, label: str, message: SentMessage | None = None, timeout: float = WAIT) -> None:
         """Press a button: on the given message, else on the newest message carrying that
         label that came after the last message pressed (waiting for it to arrive)."""
         if message is None:

@@ -21,7 +21,7 @@ from bot.settings import PROJECT_ROOT, Settings
 from storage.broadcasts import AuditEntry, Campaign, StaffRole, Subscription
 from storage.models import User, utcnow
 from tests.conftest import RunningBot, sqlite_url
-from tests.fakes.bot_api import FakeBotApi, visible_text
+from tests.fakes.bot_api import WAIT, FakeBotApi, visible_text
 from tests.story import TelegramUser
 
 ADMIN, STAFF = 7001, 7002
@@ -58,7 +58,7 @@ class Settled:
 
         core.outbox.settle = settle  # type: ignore[method-assign]
 
-    async def until(self, check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    async def until(self, check: Callable[[], Awaitable[bool]], timeout: float = WAIT) -> None:
         """Wait until check() holds, re-checking after each recorded outcome."""
         async def wait() -> None:
             while True:

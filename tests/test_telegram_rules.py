@@ -16,7 +16,7 @@ from bot.features.broadcasts.subscribers import subscribe
 from storage.models import OutboxMessage, User, utcnow
 from tests.conftest import RunningBot
 from bot.engine.i18n import Translator
-from tests.fakes.bot_api import SentMessage
+from tests.fakes.bot_api import WAIT, SentMessage
 from tests.story import TelegramUser
 from tests.test_reports import BANGKOK, CASEWORKER, partner_groups
 
@@ -32,7 +32,7 @@ async def a_report_in_bangkok(user: TelegramUser, texts: Translator, description
     return re.search(r"<b>([A-Z0-9]{6})</b>", (await user.expect("Your report has been received")).html).group(1)  # type: ignore[union-attr]
 
 
-async def handled(bot: RunningBot, update_id: int, timeout: float = 10.0) -> None:
+async def handled(bot: RunningBot, update_id: int, timeout: float = WAIT) -> None:
     """Wait until the bot has recorded the update as handled (it may answer nothing)."""
     deadline = time.monotonic() + timeout
     while (row := await bot.core.inbox.get("telegram", str(update_id))) is None or row.status == "pending":

@@ -33,6 +33,11 @@ ENTITY_OR_AMP = re.compile(r"&(?![a-zA-Z]+;|#[0-9]+;|#x[0-9a-fA-F]+;)")
 JSON_FIELDS = {"reply_markup", "reply_parameters", "commands", "allowed_updates", "entities", "scope", "link_preview_options", "reply_parameters"}
 
 
+# How long a test waits for something before failing. Only a failing test ever waits this
+# long; it is generous because a bot process starting on a machine kept busy (the suite runs
+# on four workers, `.ci/under-load` adds a busy core) can take many seconds to answer.
+WAIT = 45.0
+
 class ApiError(Exception):
     def __init__(self, code: int, description: str, parameters: dict[str, Any] | None = None) -> None:
         super().__init__(description)
@@ -496,7 +501,7 @@ class FakeBotApi:
         self.queries[query["id"]] = "open"
         return await self.push_update({"update_id": next(self._update_ids), "callback_query": query})
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = WAIT) -> Any:
         """Wait until predicate() is truthy; the timeout only guards a failing test."""
         async def _wait() -> Any:
             async with self._changed:
