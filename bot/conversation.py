@@ -18,12 +18,16 @@ from bot.engine.runner import Engine
 from bot.inbox import Inbox
 from bot.outbox import Outbox
 from storage.db import Database
-from storage.models import InboxEvent, OutboxMessage, User
+from storage.models import InboxEvent, OutboxMessage, User, utcnow
 
 log = logging.getLogger(__name__)
 
 Receipt = tuple[str, dict[str, Any]]
 GroupHandler = Callable[[AsyncSession, Event], Awaitable[None]]
+
+
+class EngineFailed(Exception):
+    """The engine raised while handling an event; its transaction is rolled back."""
 
 
 class Conversations:
@@ -49,49 +53,51 @@ class Conversations:
         return messages
 
     async def _handle(self, event: Event, inbox_key: str | None, receipts: list[Receipt] | None) -> list[Output]:
+        try:
+            return await self._handle_once(event, inbox_key, receipts, apologise=False)
+        except EngineFailed:
+            # Everything the engine did is rolled back; the person is told, and the event is
+            # done (handling it again would fail the same way).
+            return await self._handle_once(event, inbox_key, receipts, apologise=True)
+
+    async def _handle_once(self, event: Event, inbox_key: str | None, receipts: list[Receipt] | None, *, apologise: bool) -> list[Output]:
+        rows: list[tuple[str, dict[str, Any]]] = list(receipts or [])
+        messages: list[Output] = []
         async with self.db.transaction() as session:
-            row = None
-            if inbox_key is not None:
-                # Locked for the transaction: on PostgreSQL a resumed and a live handler in two
-                # processes may reach the same update; the second waits, then sees it done.
-                row = (await session.exec(
-                    select(InboxEvent).where(InboxEvent.channel == event.channel, InboxEvent.event_key == inbox_key).with_for_update()
-                )).first()
-                if row is not None and row.status != "pending":
-                    return []
-            for kind, payload in receipts or []:
-                Outbox.add(session, event.channel, event.reply_to, kind, payload)
-            messages: list[Output] = []
+            if inbox_key is not None and not await self._claim(session, event.channel, inbox_key):
+                return []
             if event.presence:
                 await self._presence(session, event)
-                if row is not None:
-                    await Inbox.mark_done(session, row)
             elif event.chat and event.chat != event.address:
                 if self.group_handler is not None:
                     await self.group_handler(session, event)
-                if row is not None:
-                    await Inbox.mark_done(session, row)
+            elif apologise:
+                messages = [await self._apology(session, event)]
             else:
-                messages = await self._converse(session, event, row)
+                try:
+                    messages = await self.engine.handle(session, event)
+                except Exception as exc:
+                    log.exception("engine failed on %s event %s", event.channel, inbox_key or "-")
+                    raise EngineFailed from exc
+            for output in messages:
+                rows.append(("delete", {"message_id": output.ref}) if isinstance(output, Deletion) else ("message", output.to_payload()))
+            await Outbox.add_many(session, event.channel, event.reply_to, rows)
         self.outbox.notify()
         return messages
 
-    async def _converse(self, session: AsyncSession, event: Event, row: InboxEvent | None) -> list[Output]:
-        messages: list[Output]
-        try:
-            async with session.begin_nested():
-                messages = await self.engine.handle(session, event)
-        except Exception:
-            log.exception("engine failed on %s event %s", event.channel, row.event_key if row else "-")
-            messages = [await self._apology(session, event)]
-        for output in messages:
-            if isinstance(output, Deletion):
-                Outbox.add(session, event.channel, event.reply_to, "delete", {"message_id": output.ref})
-            else:
-                Outbox.add(session, event.channel, event.reply_to, "message", output.to_payload())
-        if row is not None:
-            await Inbox.mark_done(session, row)
-        return messages
+    @staticmethod
+    async def _claim(session: AsyncSession, channel: str, key: str) -> bool:
+        """Mark the stored event handled, in the transaction that handles it: one statement,
+        which on PostgreSQL also locks the row, so a resumed and a live handler in two
+        processes cannot both act on it (the second waits, then finds it done). An event
+        with no stored row (handled directly, as the terminal chat does) goes ahead."""
+        done = await session.exec(update(InboxEvent).where(  # type: ignore[call-overload]
+            col(InboxEvent.channel) == channel, col(InboxEvent.event_key) == key, col(InboxEvent.status) == "pending",
+        ).values(status="done", payload=None, handled_at=utcnow()))
+        if done.rowcount:
+            return True
+        stored = (await session.exec(select(InboxEvent.id).where(InboxEvent.channel == channel, InboxEvent.event_key == key))).first()
+        return stored is None
 
     async def _presence(self, session: AsyncSession, event: Event) -> None:
         """Someone blocked the bot (or came back). Nothing can be answered; they are marked so

@@ -33,19 +33,16 @@ class Inbox:
         if not events:
             return []
         insert = pg_insert if self.db.is_postgres else sqlite_insert
-        new: list[str] = []
+        now = utcnow()
         async with self.db.transaction() as session:
-            for key, chat, payload in events:
-                stmt = (
-                    insert(InboxEvent)
-                    .values(channel=channel, event_key=key, chat=chat, payload=json.dumps(payload, ensure_ascii=False),
-                            status="pending", attempts=0, received_at=utcnow())
-                    .on_conflict_do_nothing(index_elements=["channel", "event_key"])
-                )
-                result = await session.exec(stmt)  # type: ignore[call-overload]
-                if result.rowcount:
-                    new.append(key)
-        return new
+            stmt = (
+                insert(InboxEvent)
+                .values([dict(channel=channel, event_key=key, chat=chat, payload=json.dumps(payload, ensure_ascii=False),
+                              status="pending", attempts=0, received_at=now) for key, chat, payload in events])
+                .on_conflict_do_nothing(index_elements=["channel", "event_key"])
+                .returning(InboxEvent.event_key)
+            )
+            return list((await session.exec(stmt)).scalars())  # type: ignore[call-overload]
 
     async def pending(self, channel: str) -> list[InboxEvent]:
         async with self.db.session() as session:

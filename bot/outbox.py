@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, insert
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -124,6 +124,17 @@ class Outbox:
             row.not_before = not_before
         session.add(row)
         return row
+
+    @staticmethod
+    async def add_many(session: AsyncSession, channel: str, chat: str, rows: list[tuple[str, dict[str, Any]]],
+                       priority: int = PRIORITY_REPLY) -> None:
+        """An update's answers as one INSERT (the ORM would issue one per row)."""
+        if not rows:
+            return
+        now = utcnow()
+        await session.exec(insert(OutboxMessage), params=[  # type: ignore[call-overload]
+            dict(channel=channel, chat=chat, kind=kind, payload=Outbox.encode(payload), priority=priority, status="pending",
+                 attempts=0, not_before=now, created_at=now, uncertain=False) for kind, payload in rows])
 
     def remember_sent(self, outbox_id: int, ref: str | None) -> None:
         """Outcomes are recorded in groups, so a row sent a moment ago may not show as sent

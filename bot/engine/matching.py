@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 _SPACE = re.compile(r"\s+")
@@ -37,13 +38,30 @@ def _is_latin_word(keyword: str) -> bool:
 
 
 def contains_keyword(text: str, keyword: str) -> bool:
-    folded_text, folded_kw = fold(text), fold(keyword).strip()
-    if not folded_kw:
+    latin, kw = _keyword_form(keyword)
+    if not kw:
         return False
-    if _is_latin_word(folded_kw):
-        words = " ".join(re.findall(r"\w+", folded_kw))
-        return re.search(rf"(?<!\w){re.escape(words)}(?!\w)", " ".join(re.findall(r"\w+", folded_text))) is not None
-    return _SPACE.sub("", folded_kw) in _SPACE.sub("", folded_text)
+    words, dense = _text_forms(text)
+    if latin:
+        return re.search(rf"(?<!\w){re.escape(kw)}(?!\w)", words) is not None
+    return kw in dense
+
+
+@lru_cache(maxsize=16384)
+def _keyword_form(keyword: str) -> tuple[bool, str]:
+    """Keywords come from the content files, a fixed set: each is prepared once."""
+    folded = fold(keyword).strip()
+    if _is_latin_word(folded):
+        return True, " ".join(re.findall(r"\w+", folded))
+    return False, _SPACE.sub("", folded)
+
+
+@lru_cache(maxsize=4)
+def _text_forms(text: str) -> tuple[str, str]:
+    """One text is checked against hundreds of keywords in a row; it is folded once. The
+    cache is tiny on purpose: what people write is not kept around."""
+    folded = fold(text)
+    return " ".join(re.findall(r"\w+", folded)), _SPACE.sub("", folded)
 
 
 def split_keywords(text: str) -> list[str]:

@@ -96,12 +96,15 @@ class Engine:
     async def load_user(self, session: AsyncSession, channel: str, address: str) -> tuple[User, Conversation]:
         # Locked for the transaction: with several workers, two updates of one person reaching
         # two of them at once are handled one after the other, each on the other's result.
-        user = (await session.exec(select(User).where(User.channel == channel, User.address == address).with_for_update())).first()
+        # One query for both (the person and where they are): this runs for every update.
+        found = (await session.exec(
+            select(User, Conversation).outerjoin(Conversation, col(Conversation.user_id) == col(User.id))
+            .where(User.channel == channel, User.address == address).with_for_update(of=User))).first()
+        user, conversation = found if found is not None else (None, None)
         if user is None:
             user = User(channel=channel, address=address)
             session.add(user)
             await session.flush()
-        conversation = await session.get(Conversation, user.id)
         if conversation is None:
             conversation = Conversation(user_id=user.id, vars={})
             session.add(conversation)

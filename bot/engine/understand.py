@@ -62,6 +62,12 @@ def normalise(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
+@lru_cache(maxsize=16384)
+def keyword_form(keyword: str) -> str:
+    """A word from the content files, normalised once (they are a fixed set)."""
+    return normalise(keyword)
+
+
 def _script_locale(ch: str) -> str | None:
     code = ord(ch)
     for (lo, hi), loc in SCRIPT_LOCALES:
@@ -276,7 +282,7 @@ class Understander:
         return Understanding(text, intent, score, slots, ranked[1:4])
 
     def is_danger_word(self, norm: str, lang: str) -> bool:
-        return any(contains_keyword(norm, normalise(w)) for words_ in self._lists(lang, "danger_words") for w in words_)
+        return any(contains_keyword(norm, keyword_form(w)) for words_ in self._lists(lang, "danger_words") for w in words_)
 
     def answer(self, text: str, lang: str, *, whole: bool = False) -> str | None:
         """yes / no / not_sure / back / menu / skip / cancel / done, when a short text is one.
@@ -288,7 +294,7 @@ class Understander:
         tokens = words(norm)
         if not tokens or len(tokens) > ANSWER_MAX_WORDS:
             return None
-        particles = {normalise(p) for ps in self._lists(lang, "particles") for p in ps}
+        particles = {keyword_form(p) for ps in self._lists(lang, "particles") for p in ps}
         while len(tokens) > 1 and tokens[-1] in particles:
             tokens = tokens[:-1]
         spans = {"".join(tokens[i:j]) for i in range(len(tokens)) for j in range(i + 1, len(tokens) + 1)}
@@ -297,7 +303,7 @@ class Understander:
         for answers in self._lists(lang, "answers"):
             for name, keywords in answers.items():
                 for keyword in keywords:
-                    kw = normalise(keyword).replace(" ", "")
+                    kw = keyword_form(keyword).replace(" ", "")
                     found = kw == dense if whole else kw in spans
                     if kw and found and (best is None or len(kw) > best[0]):
                         best = (len(kw), name)
@@ -323,7 +329,7 @@ class Understander:
         for table in self._lists(lang, "countries"):
             for code, names in table.items():
                 for name in names:
-                    kw = normalise(name)
+                    kw = keyword_form(name)
                     if kw and contains_keyword(norm, kw):
                         where = dense.find(kw.replace(" ", ""))
                         hits[code] = min(hits.get(code, 10**6), where if where >= 0 else 10**5)
@@ -364,7 +370,7 @@ class Understander:
         out: dict[int, bool] = {}
         for marks in self._lists(lang, attr):
             for mark in marks:
-                kw = normalise(mark).replace(" ", "")
+                kw = keyword_form(mark).replace(" ", "")
                 latin = bool(kw) and all(ch < "\u0250" for ch in kw)
                 start = dense.find(kw) if kw else -1
                 while start >= 0:
@@ -377,7 +383,7 @@ class Understander:
         for table in self._lists(lang, attr):
             for name, keywords in table.items():
                 for keyword in keywords:
-                    kw = normalise(keyword)
+                    kw = keyword_form(keyword)
                     if kw and contains_keyword(norm, kw) and (best is None or len(kw) > best[0]):
                         best = (len(kw), name)
         return best[1] if best else None
