@@ -97,8 +97,8 @@ def webhook_settings(settings: Settings) -> tuple[str, str] | None:
     secret = settings.telegram_webhook_secret or ""
     if not WEBHOOK_SECRET.match(secret):
         raise StartupError("webhook mode needs TELEGRAM_WEBHOOK_SECRET: 1 to 256 of A-Z a-z 0-9 _ - (Telegram sends it with every update)")
-    if not settings.api_port:
-        raise StartupError("webhook mode serves the webhook on API_HOST:API_PORT; API_PORT=0 turns that server off")
+    if not settings.serves_http:
+        raise StartupError("webhook mode serves the webhook on API_HOST:API_PORT (or API_SOCKET); API_PORT=0 turns that server off")
     return url, secret
 
 
@@ -118,17 +118,17 @@ async def run_telegram(settings: Settings) -> None:
     def alive() -> bool:
         return channel.sending() and all(not task.done() for task in running)
 
-    if settings.api_port:
+    if settings.serves_http:
         from bot.api.app import serve
         from bot.features.broadcasts import feature as broadcasts
 
         try:
             api = await serve(broadcasts(core), settings.api_host, settings.api_port, alive,
-                              (urlsplit(webhook[0]).path, channel.on_webhook) if webhook else None)
+                              (urlsplit(webhook[0]).path, channel.on_webhook) if webhook else None, socket=settings.api_socket)
         except OSError as exc:
             await core.close()
-            raise StartupError(f"the staff API cannot listen on {settings.api_host}:{settings.api_port} ({exc.strerror or exc}); "
-                               "choose another API_PORT, or API_PORT=0 to turn it off") from exc
+            raise StartupError(f"the staff API cannot listen on {settings.http_address} ({exc.strerror or exc}); "
+                               "choose another API_PORT or API_SOCKET, or API_PORT=0 to turn it off") from exc
     running += [asyncio.create_task(supervise(f"{sender.channel} sender", sender.run)) for sender in senders]
     clock = Clock([job for feature in features.modules() if hasattr(feature, "jobs") for job in feature.jobs(core)],
                   ScheduleLease(core.db, ttl=settings.schedule_lease_seconds, renew_every=settings.schedule_lease_seconds / 4)).start()

@@ -51,6 +51,14 @@ class Inbox:
             )
             return list(rows)
 
+    async def earlier_pending(self, channel: str, chat: str, key: str) -> list[InboxEvent]:
+        """A chat's events stored before this one and not handled yet (by any process), oldest first."""
+        mine = select(InboxEvent.id).where(InboxEvent.channel == channel, InboxEvent.event_key == key).scalar_subquery()
+        async with self.db.session() as session:
+            return list(await session.exec(select(InboxEvent).where(
+                InboxEvent.channel == channel, InboxEvent.chat == chat, InboxEvent.status == "pending", col(InboxEvent.id) < mine,
+            ).order_by(col(InboxEvent.id))))
+
     async def get(self, channel: str, key: str) -> InboxEvent | None:
         async with self.db.session() as session:
             return (await session.exec(select(InboxEvent).where(InboxEvent.channel == channel, InboxEvent.event_key == key))).first()

@@ -54,6 +54,16 @@ class Settings(BaseSettings):
         default=None, description="Webhook mode: the secret Telegram sends in X-Telegram-Bot-Api-Secret-Token (1-256 of A-Z a-z 0-9 _ -).")
     api_host: str = Field(default="127.0.0.1", description="Where the staff HTTP API listens.")
     api_port: int = Field(default=8080, description="Port of the staff HTTP API; 0 turns it off.")
+    api_socket: str | None = Field(
+        default=None, description="Serve the HTTP server on this Unix socket instead of API_HOST:API_PORT (a proxy on the same machine).")
+
+    @property
+    def serves_http(self) -> bool:
+        return bool(self.api_socket or self.api_port)
+
+    @property
+    def http_address(self) -> str:
+        return f"unix:{self.api_socket}" if self.api_socket else f"{self.api_host}:{self.api_port}"
 
     @property
     def admin_ids(self) -> set[str]:

@@ -163,3 +163,13 @@ async def running_bot(core: Core, fake_api: FakeBotApi) -> AsyncIterator[Running
     names = {u.first_name for u in fake_api.users.values() if len(u.first_name) >= 5 and u.first_name not in ("Subscriber",)}
     leaked = [s for s in said | names | {fake_api.token} if s in written and not s.startswith("/")]
     assert not leaked, f"in the DEBUG logs: {leaked[:5]}"
+
+
+@pytest.fixture
+async def postgres_url() -> str:
+    """For what only PostgreSQL is for (several worker processes on one database)."""
+    if not PG_URL:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    url = own_database(PG_URL)
+    await reset_postgres(url)
+    return url

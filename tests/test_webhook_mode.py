@@ -91,3 +91,10 @@ def test_webhook_settings_that_cannot_work_are_one_clear_line(url: str, secret: 
                         database_url=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
     with pytest.raises(StartupError, match=re.escape(says)):
         webhook_settings(settings)
+
+
+def test_a_webhook_behind_a_proxy_on_the_same_machine_may_be_served_on_a_unix_socket(tmp_path: Path) -> None:
+    settings = Settings(telegram_bot_token="1:x", telegram_webhook_url="https://bot.example.org/telegram/x", telegram_webhook_secret="fine",
+                        api_port=0, api_socket=str(tmp_path / "bot.sock"), database_url=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    assert webhook_settings(settings) == ("https://bot.example.org/telegram/x", "fine")
+    assert settings.http_address == f"unix:{tmp_path / 'bot.sock'}"

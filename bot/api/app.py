@@ -220,11 +220,19 @@ def build_api(feature: BroadcastsFeature, alive: Callable[[], bool] = lambda: Tr
 
 
 async def serve(feature: BroadcastsFeature, host: str, port: int, alive: Callable[[], bool] = lambda: True,
-                webhook: Webhook | None = None) -> web.AppRunner:
+                webhook: Webhook | None = None, *, socket: str | None = None) -> web.AppRunner:
     runner = web.AppRunner(build_api(feature, alive, webhook), handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    log.info("staff API on http://%s:%d", host, port)
+    try:
+        if socket:
+            await web.UnixSite(runner, socket).start()
+            log.info("staff API on unix:%s", socket)
+        else:
+            await web.TCPSite(runner, host, port).start()
+            log.info("staff API on http://%s:%d", host, port)
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner
 
 

@@ -305,13 +305,33 @@ class TelegramChannel:
         logs.UPDATE.set(str(update.update_id))  # this task's log lines name the update they are about
         chat = self._chat_of(update)
         async with self.locks.hold(chat):
+            if self.webhook is not None:
+                await self._handle_earlier(chat, update)
             if update.message is not None and update.message.chat.type == "private":
                 await self._keep_pace(chat, update)
+            await self._process(update)
+
+    async def _process(self, update: Update) -> None:
+        try:
+            await self.app.process_update(update)
+        except Exception as exc:
+            log.error("update %s failed: %s", update.update_id, type(exc).__name__)
+            await self.inbox.mark_failed(CHANNEL, str(update.update_id), type(exc).__name__)
+
+    async def _handle_earlier(self, chat: str, update: Update) -> None:
+        """With several workers behind a webhook, a person's next update can reach another
+        worker while the last is still being handled. Telegram posted them in order, each
+        stored before the next was posted, so whoever gets to the later one first handles the
+        earlier ones first; the worker that received an earlier one then finds it done."""
+        for row in await self.inbox.earlier_pending(CHANNEL, chat, str(update.update_id)):
+            if row.payload is None:
+                continue
             try:
-                await self.app.process_update(update)
-            except Exception as exc:
-                log.error("update %s failed: %s", update.update_id, type(exc).__name__)
-                await self.inbox.mark_failed(CHANNEL, str(update.update_id), type(exc).__name__)
+                earlier = Update.de_json(json.loads(row.payload), self.app.bot)
+            except Exception:
+                continue  # set aside by the worker that stored it
+            if earlier is not None:
+                await self._process(earlier)
 
     async def _keep_pace(self, chat: str, update: Update) -> None:
         """A flood from one person waits in that person's queue; they are told once."""

@@ -88,6 +88,17 @@ def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
+def _update_chat(update: dict[str, Any]) -> str:
+    """The chat an update belongs to (Telegram posts one chat's updates one at a time)."""
+    for kind in ("message", "edited_message", "my_chat_member"):
+        if kind in update:
+            return str(update[kind]["chat"]["id"])
+    query = update.get("callback_query")
+    if query is not None:
+        return str(query["message"]["chat"]["id"]) if query.get("message") else str(query["from"]["id"])
+    return f"update:{update['update_id']}"
+
+
 @dataclass
 class SentMessage:
     message_id: int
@@ -147,6 +158,7 @@ class FakeBotApi:
         self._chat_events: dict[int, asyncio.Event] = {}
         self.webhook: tuple[str, str | None] | None = None  # (url, secret token) once setWebhook was called
         self.webhook_allowed: list[str] | None = None
+        self.webhook_connections = 40
         self.webhook_posts: list[tuple[int, int]] = []  # (update_id, HTTP status the bot answered) of every post
         self._webhook_task: asyncio.Task[None] | None = None
         self.first_calls: dict[str, float] = {}  # method -> when it was first called (time.monotonic, shared by processes)  # (method, chat_id) of every request done whose answer was lost
@@ -536,40 +548,73 @@ class FakeBotApi:
         self.webhook = (url, str(secret) if secret else None)
         allowed = params.get("allowed_updates")
         self.webhook_allowed = json.loads(allowed) if isinstance(allowed, str) else allowed
+        self.webhook_connections = int(params.get("max_connections") or 40)
+        if not 1 <= self.webhook_connections <= 100:
+            raise ApiError(400, "Bad Request: bad webhook: max_connections must be between 1 and 100")
         if self._webhook_task is None:
             self._webhook_task = asyncio.create_task(self._post_updates())
         await self._notify()
         return True
 
     async def _post_updates(self) -> None:
-        """Telegram's side of a webhook: each update, in order, posted until the bot answers
-        200 (a refusal or a dropped connection means trying again, as Telegram does)."""
-        async with aiohttp.ClientSession() as http:
+        """Telegram's side of a webhook: updates of different chats are posted at once, up to
+        the webhook's max_connections (40 unless set); a chat's next update only after the bot
+        answered its last one. Each is posted until the bot answers 200 (a refusal or a dropped
+        connection means trying again, as Telegram does)."""
+        in_flight: set[int] = set()
+        busy_chats: set[str] = set()
+
+        def next_update() -> dict[str, Any] | None:
+            allowed = self.webhook_allowed
+            for update in list(self.updates):
+                if update["update_id"] in in_flight:
+                    continue
+                if allowed and not any(kind in update for kind in allowed):
+                    self.updates.remove(update)
+                    continue
+                chat = _update_chat(update)
+                if chat in busy_chats:
+                    continue
+                return update
+            return None
+
+        async def post(http: aiohttp.ClientSession, update: dict[str, Any], url: str, secret: str | None) -> None:
+            chat = _update_chat(update)
+            headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
+            try:
+                async with http.post(url, json=update, headers=headers) as answer:
+                    status = answer.status
+            except aiohttp.ClientError:
+                status = 0
+            self.webhook_posts.append((int(update["update_id"]), status))
+            self.deliveries.update([int(update["update_id"])])
+            if status == 200:
+                self.updates.remove(update)
+                self.delivered.append(update)
+            else:
+                await asyncio.sleep(0.1)  # Telegram backs off too; the tests wait for results, not for this
+            in_flight.discard(update["update_id"])
+            busy_chats.discard(chat)
+            await self._notify()
+
+        posts: set[asyncio.Task[None]] = set()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             while not self._closing:
                 async with self._changed:
-                    await self._changed.wait_for(lambda: self._closing or (self.webhook is not None and bool(self.updates)))
-                if self._closing or self.webhook is None:
-                    continue
+                    await self._changed.wait_for(lambda: self._closing or (
+                        self.webhook is not None and len(in_flight) < self.webhook_connections and next_update() is not None))
+                    if self._closing or self.webhook is None:
+                        continue
+                    update = next_update()
+                    if update is None:
+                        continue
+                    in_flight.add(update["update_id"])
+                    busy_chats.add(_update_chat(update))
                 url, secret = self.webhook
-                update = self.updates[0]
-                allowed = self.webhook_allowed
-                if allowed and not any(kind in update for kind in allowed):
-                    self.updates.pop(0)
-                    continue
-                headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
-                try:
-                    async with http.post(url, json=update, headers=headers) as answer:
-                        status = answer.status
-                except aiohttp.ClientError:
-                    status = 0
-                self.webhook_posts.append((int(update["update_id"]), status))
-                self.deliveries.update([int(update["update_id"])])
-                if status == 200:
-                    self.updates.pop(0)
-                    self.delivered.append(update)
-                else:
-                    await asyncio.sleep(0.1)  # Telegram backs off too; the tests wait for results, not for this
-                await self._notify()
+                task = asyncio.create_task(post(http, update, url, secret))
+                posts.add(task)
+                task.add_done_callback(posts.discard)
+            await asyncio.gather(*posts, return_exceptions=True)
 
     async def api_getUpdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         if self.webhook is not None:
