@@ -110,7 +110,7 @@ async def run_telegram(settings: Settings) -> None:
     core = await build_core(settings)
     channel = TelegramChannel(settings.telegram_bot_token, settings.telegram_api_base_url, core.conversations, core.inbox,
                               core.outbox, core.flows, core.texts, poll_timeout=settings.poll_timeout, rate=settings.rate,
-                              webhook=webhook)
+                              webhook=webhook, shared_rate=core.db.is_postgres)
     api = None
     senders = [sender for feature in features.modules() if hasattr(feature, "senders") for sender in feature.senders(core)]
     running: list[asyncio.Task[None]] = []

@@ -25,12 +25,14 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert
-from sqlmodel import col, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col, delete, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import metrics
 from storage.db import Database
-from storage.models import OutboxMessage, User, utcnow
+from storage.models import OutboxMessage, SendBudget, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +307,10 @@ class RateLimiter:
     many sends are waiting.
     """
 
-    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic, smoothing: float = 0.05) -> None:
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic, smoothing: float = 0.05,
+                 shared: SharedBudget | None = None) -> None:
         self.rate = max(1, int(rate))
+        self.shared = shared
         self.clock = clock
         self.answered: deque[float] = deque()  # when each send of the last second was answered, oldest first
         self.in_flight = 0
@@ -340,6 +344,8 @@ class RateLimiter:
                     wait = self._wait_needed()
                     if not urgent:
                         wait = max(wait, self.next_bulk - self.smoothing - self.clock())
+                    if wait <= 0 and (urgent or not self.urgent_waiting) and self.shared is not None:
+                        wait = await self.shared.take()  # the other workers' sends count too
                     if wait <= 0 and (urgent or not self.urgent_waiting):
                         permit = [True]
                         self.in_flight += 1
@@ -357,6 +363,50 @@ class RateLimiter:
             permit[0] = False
             self.in_flight -= 1
             self.answered.append(self.clock())
+
+
+class SharedBudget:
+    """One bot's send rate, shared by all its worker processes: Telegram limits the bot, not
+    each process. Each second of the clock has a row in `send_budget`; a worker takes a few
+    permits at a time (one statement), so that between them the workers are never granted more
+    than `rate` in one second. Permits a worker took and did not use in their second are lost,
+    so several workers lightly loaded send a little below the rate, never above it."""
+
+    def __init__(self, db: Database, channel: str, rate: float, *, chunk: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db, self.channel, self.rate, self.clock = db, channel, max(1, int(rate)), clock
+        self.chunk = chunk or max(1, self.rate // 10)
+        self.second: int | None = None
+        self.left = 0
+
+    async def take(self) -> float:
+        """0.0 with a permit taken, else how long to wait for the next second."""
+        now = self.clock()
+        second = int(now)
+        if self.second == second and self.left > 0:
+            self.left -= 1
+            return 0.0
+        granted = await self._reserve(second)
+        self.second, self.left = second, granted
+        if granted:
+            self.left -= 1
+            return 0.0
+        return second + 1 - now
+
+    async def _reserve(self, second: int) -> int:
+        table = SendBudget.__table__  # type: ignore[attr-defined]
+        smaller = func.least if self.db.is_postgres else func.min
+        grant = smaller(self.chunk, self.rate - table.c.used)
+        insert_ = pg_insert if self.db.is_postgres else sqlite_insert
+        async with self.db.transaction() as session:
+            await session.exec(insert_(table).values(channel=self.channel, second=second, used=0, last_grant=0)  # type: ignore[call-overload]
+                               .on_conflict_do_nothing(index_elements=["channel", "second"]))
+            granted = (await session.exec(update(table).where(  # type: ignore[call-overload]
+                table.c.channel == self.channel, table.c.second == second, table.c.used < self.rate,
+            ).values(used=table.c.used + grant, last_grant=grant).returning(table.c.last_grant))).scalar()
+            if second % 60 == 0:
+                await session.exec(delete(table).where(table.c.channel == self.channel, table.c.second < second - 60))  # type: ignore[call-overload]
+        return int(granted or 0)
 
 
 class Sender:

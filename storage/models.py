@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Index, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from storage.clock import utcnow  # re-exported: every module reads the time through it
@@ -89,6 +89,18 @@ class OutboxMessage(SQLModel, table=True):
     batch: str | None = Field(default=None, max_length=32, index=True, description="What the row belongs to, e.g. run:12 of a campaign.")
     claim_token: str | None = Field(default=None, max_length=32, description="Which claim holds the row; only it may record the outcome.")
     uncertain: bool = Field(default=False, description="An earlier attempt may have arrived (a crash mid-send, no answer): a repeat says so.")
+
+
+class SendBudget(SQLModel, table=True):
+    """Sends granted to the bot's workers in one second of the clock, so that between them
+    they never pass the platform's limit (a worker takes a few at a time)."""
+
+    __tablename__ = "send_budget"
+
+    channel: str = Field(primary_key=True, max_length=32)
+    second: int = Field(primary_key=True, sa_type=BigInteger)
+    used: int = 0
+    last_grant: int = 0
 
 
 class Lease(SQLModel, table=True):

@@ -128,3 +128,36 @@ async def test_workers_starting_together_migrate_once(database_url: str) -> None
     finally:
         for db in databases:
             await db.close()
+
+
+async def test_workers_sharing_one_bot_are_never_granted_more_than_its_send_rate_in_a_second(database_url: str) -> None:
+    """Telegram limits the bot, not each process: two workers' limiters draw on one budget
+    per second of the clock, so between them they get at most the rate, then wait for the
+    next second, which gives them the rate again."""
+    from bot.outbox import RateLimiter, SharedBudget
+
+    db = await connect(database_url)
+    now = [1_000_000.25]
+    try:
+        budgets = [SharedBudget(db, "telegram", 30, clock=lambda: now[0]) for _ in range(2)]
+        limiters = [RateLimiter(1000, clock=lambda: now[0], shared=budget) for budget in budgets]
+
+        async def grants(limiter: RateLimiter) -> int:
+            """Permits this worker gets before it would have to wait (asked to stop at its first wait)."""
+            got = 0
+            while True:
+                looks = iter([False])  # the first look goes ahead; a second one means it waited
+                permit = await limiter.acquire(urgent=True, stopping=lambda: next(looks, True))
+                if permit is None:
+                    return got
+                got += 1
+                limiter.release(permit)
+
+        first = [await grants(limiters[0]), await grants(limiters[1])]
+        assert sum(first) == 30, f"two workers together, one second: {first}"
+        assert await budgets[0].take() > 0 and await budgets[1].take() > 0, "both told to wait for the next second"
+        now[0] += 1.0
+        second = await asyncio.gather(grants(limiters[1]), grants(limiters[0]))
+        assert sum(second) == 30, f"the next second: {second}"
+    finally:
+        await db.close()

@@ -32,7 +32,7 @@ from bot.engine.flows import FlowSet
 from bot.engine.i18n import SOURCE_LANGUAGE, Translator
 from bot.inbox import ChatLocks, ChatPace, Inbox
 from bot import logs, metrics
-from bot.outbox import CannotContinue, ChatMoved, NotSentYet, Outbox, RateLimiter, Rejected, RecipientGone, RetryLater, Sender
+from bot.outbox import CannotContinue, ChatMoved, NotSentYet, Outbox, RateLimiter, Rejected, RecipientGone, RetryLater, Sender, SharedBudget
 from bot.supervise import supervise
 from storage.models import OutboxMessage, User
 
@@ -120,6 +120,7 @@ class TelegramChannel:
         poll_timeout: int = 30,
         rate: float = 25.0,
         webhook: tuple[str, str] | None = None,
+        shared_rate: bool = False,
     ) -> None:
         self.webhook = webhook  # (url, secret token): webhook mode instead of polling
         self.conversations = conversations
@@ -134,7 +135,8 @@ class TelegramChannel:
                                  .request(AiohttpRequest(connections=SEND_CONNECTIONS))
                                  .get_updates_request(AiohttpRequest(connections=1)).build())
         self.app.add_handler(TypeHandler(Update, self._on_update))
-        self.sender = Sender(outbox, CHANNEL, self.deliver, limiter=RateLimiter(rate), concurrency=SEND_CONNECTIONS,
+        budget = SharedBudget(outbox.db, CHANNEL, rate) if shared_rate else None
+        self.sender = Sender(outbox, CHANNEL, self.deliver, limiter=RateLimiter(rate, shared=budget), concurrency=SEND_CONNECTIONS,
                              bulk_batch=max(200, int(rate)))
         self._tasks: set[asyncio.Task[None]] = set()
         self._offset: int | None = None
