@@ -116,6 +116,40 @@ async def drive(base: str, journeys: list[list[dict[str, str]]], result: Result)
         result.seconds = time.monotonic() - started
 
 
+async def populate(database_url: str, subscribers: int, conversations: int) -> None:
+    """People already there when the run starts: subscribers, and some of them halfway
+    through a report (its draft encrypted, as the bot keeps it), written straight to the
+    database, so that peak memory is measured on a bot with a real population."""
+    from sqlalchemy import insert
+    from sqlmodel import col, select
+
+    from bot.app import build_core
+    from bot.settings import Settings
+    from storage.broadcasts import Subscription
+    from storage.models import Conversation, User, utcnow
+
+    core = await build_core(Settings(database_url=database_url, flows_dir=ROOT / "flows", locales_dir=ROOT / "locales"))
+    now = utcnow()
+    try:
+        async with core.db.transaction() as session:
+            for start in range(0, subscribers, 5000):
+                await session.exec(insert(User), params=[  # type: ignore[call-overload]
+                    {"channel": "telegram", "address": str(3_000_000 + i), "lang": LANGS[i % 5], "reachable": True, "created_at": now}
+                    for i in range(start, min(start + 5000, subscribers))])
+            ids = list((await session.exec(select(User.id).where(col(User.address) >= "3000000").order_by(col(User.id)))).all())
+            for start in range(0, len(ids), 5000):
+                await session.exec(insert(Subscription), params=[  # type: ignore[call-overload]
+                    {"user_id": uid, "active": True, "topics": ["scams"], "timezone": "Asia/Bangkok", "asked_at": now, "changed_at": now}
+                    for uid in ids[start:start + 5000]])
+            for start in range(0, min(conversations, len(ids)), 5000):
+                await session.exec(insert(Conversation), params=[  # type: ignore[call-overload]
+                    {"user_id": uid, "flow": "report", "step": "describe", "updated_at": now,
+                     "vars": {"danger": "no", "category": "documents_wages", "country": "TH", "province": "bangkok", "affected": "me"}}
+                    for uid in ids[start:min(start + 5000, conversations)]])
+    finally:
+        await core.close()
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -155,6 +189,8 @@ async def main() -> None:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--actions", type=int, default=20, help="actions per person, each waiting for the answer")
     parser.add_argument("--bots", default="saferoute,ptb,aiogram", help="which of saferoute, ptb, aiogram (comma-separated)")
+    parser.add_argument("--population", default="100000,10000",
+                        help="subscribers,conversations in progress already in SafeRoute's database (0,0 for none)")
     parser.add_argument("--database", default=None, help="a PostgreSQL server URL for SafeRoute (a fresh database); default SQLite")
     options = parser.parse_args()
     texts = Translator.from_dir(ROOT / "locales")
@@ -167,6 +203,12 @@ async def main() -> None:
         workdir = Path(tmp)
         if "saferoute" in wanted:
             database = await fresh_database(options.database, workdir, "bench_updates")
+            subscribers, conversations = (int(part) for part in options.population.split(","))
+            if subscribers or conversations:
+                started = time.monotonic()
+                await populate(database, subscribers, conversations)
+                print(f"{subscribers} subscribers and {conversations} conversations in progress stored in "
+                      f"{time.monotonic() - started:.0f} s", flush=True)
             journeys = [saferoute_journey(texts, LANGS[n % 5], n, options.actions) for n in range(options.users)]
             store = "PostgreSQL" if options.database else "SQLite"
             results.append(await run_bot(f"SafeRoute ({store})", [sys.executable, "-m", "bot", "run"],

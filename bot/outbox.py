@@ -47,8 +47,8 @@ def lane(priority: int) -> str:
 
 
 # What the platform's message rate does not count: answering a button press, removing a
-# keyboard, deleting a message, setting a command menu. Only messages wait for the limiter.
-UNMETERED = frozenset({"ack", "clear_buttons", "delete", "commands"})
+# keyboard, deleting or editing a message, setting a command menu. Only new messages wait for the limiter.
+UNMETERED = frozenset({"ack", "clear_buttons", "delete", "commands", "edit"})
 REPLIES_PER_CHAT = 3  # places one chat may take in a claim of the reply lane
 
 

@@ -62,6 +62,20 @@ class CasePost(SQLModel, table=True):
     outbox_id: int = Field(index=True)
 
 
+class Caseworker(SQLModel, table=True):
+    """How a partner's team sees one of its caseworkers on case cards: "caseworker 2", never a
+    name or an id. `ref` is the keyed hash also kept in Report.claimed_by."""
+
+    __tablename__ = "caseworkers"
+    __table_args__ = (UniqueConstraint("partner_id", "ref", name="uq_caseworkers_partner_ref"),
+                      UniqueConstraint("partner_id", "number", name="uq_caseworkers_partner_number"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    partner_id: str = Field(max_length=64)
+    ref: str = Field(max_length=128)
+    number: int
+
+
 class CaseMessage(SQLModel, table=True):
     """The relay thread between a partner and a reporter, without either identity."""
 

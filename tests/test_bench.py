@@ -31,7 +31,7 @@ async def test_the_broadcast_benchmark_sends_a_small_campaign_and_prints_its_fig
 
 async def test_the_update_path_benchmark_runs_saferoute_and_the_echo_bot_and_prints_the_table() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.updates", "--users", "4", "--actions", "16", "--bots", "saferoute,ptb",
+        sys.executable, "-m", "bench.updates", "--users", "4", "--actions", "16", "--bots", "saferoute,ptb", "--population", "300,30",
         cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
     try:
         output, _ = await asyncio.wait_for(process.communicate(), 180)

@@ -455,6 +455,15 @@ class TelegramChannel:
             if row.kind == "delete":
                 await bot.delete_message(chat_id, int(payload["message_id"]))
                 return None
+            if row.kind == "edit":  # a message sent earlier (a case card), rewritten in place
+                ref = await self.outbox.result_ref(int(payload["edit_outbox"]))
+                if ref is None:
+                    return None  # never sent (cancelled): nothing to edit
+                message = Message.from_payload(payload)
+                await bot.do_api_request("edit_message_text", api_kwargs={
+                    "chat_id": chat_id, "message_id": int(ref), "text": message.text, "parse_mode": ParseMode.HTML,
+                    "link_preview_options": {"is_disabled": True}, "reply_markup": keyboard_json(message)})
+                return None
             if row.kind in ("photo", "voice", "audio", "video", "document", "video_note"):
                 method = getattr(bot, f"send_{row.kind}")
                 sent = await method(chat_id, payload["file_id"], reply_to_message_id=reply_to, allow_sending_without_reply=True)
@@ -490,8 +499,8 @@ class TelegramChannel:
             if "thread not found" in exc.message.lower() and payload.get("topic"):
                 log.warning("outbox %s: the partner's topic is gone; sent to the group's General topic", row.id)
                 return await self.deliver(row, {**payload, "topic": None})
-            if row.kind in ("ack", "clear_buttons", "delete"):
-                return None  # an old query, a keyboard already gone, a message already deleted: nothing left to do
+            if row.kind in ("ack", "clear_buttons", "delete", "edit"):
+                return None  # an old query, a keyboard already gone, a message deleted or already as wanted: nothing left to do
             if "chat not found" in exc.message.lower():
                 raise RecipientGone() from exc
             raise Rejected(exc.message) from exc

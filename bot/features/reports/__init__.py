@@ -31,12 +31,13 @@ TEXT_KEYS = (
     + ["report.partner_message", "report.status", "report.status_not_found", "report.answer_sent", "report.answer_failed",
        "report.update_acknowledged", "report.update_closed", "report.reply_prompt", "report.reply_later", "report.repeat_note"]
     + [f"partner.card.{k}" for k in ("title", "urgent", "category", "where", "affected", "contact", "language", "received",
-                                     "routing", "location", "phone", "attachments", "screening", "original", "continued",
+                                     "status", "escalated", "answer_in", "location", "phone", "attachments", "screening", "original", "continued",
                                      "attachments_cut")]
+    + [f"partner.status.{k}" for k in ("new", "acknowledged", "claimed", "closed")]
     + [f"partner.button.{k}" for k in ("ack", "claim", "ask", "close")]
     + [f"partner.outcome.{k}" for k in ("resolved", "referred", "no_contact", "not_a_case")]
-    + [f"partner.{k}" for k in ("refused", "already_closed", "acknowledged", "claimed", "ask_prompt", "close_prompt", "closed",
-                                "no_bot_contact", "relayed", "waiting_for_check", "reporter_answer", "forgotten", "repeat_note")]
+    + [f"partner.{k}" for k in ("refused", "already_closed", "acknowledged", "ask_prompt", "close_prompt", "closed",
+                                "claimed_by", "caseworker", "no_bot_contact", "relayed", "waiting_for_check", "reporter_answer", "forgotten", "repeat_note")]
 )
 ACTION_NAMES = frozenset({"reports.check_limit", "reports.check_coverage", "reports.submit", "reports.count_only", "reports.status", "reports.relay_answer", "reports.forget"})
 

@@ -11,7 +11,7 @@ import html
 import logging
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.engine.events import Event
@@ -21,7 +21,7 @@ from bot.features.reports.partners import Partner
 from bot.features.reports.service import TELEGRAM, ReportDesk, caseworker_ref
 from bot.outbox import PRIORITY_REPLY, Outbox
 from storage.models import Conversation, OutboxMessage, User, utcnow
-from storage.reports import CaseMessage, CasePost, Report, ReportRoute
+from storage.reports import CaseMessage, CasePost, Caseworker, Report, ReportRoute
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,8 @@ class PartnerConsole:
             report.status = "claimed"
             report.partner_id = partner.id
             report.claimed_by = caseworker_ref(event.address)
-            await self._post(session, report, partner, "partner.claimed", code=report.code)
+            await self._post(session, report, partner, "partner.claimed_by", code=report.code,
+                             who=await self.caseworker_name(session, partner, report.claimed_by))
         elif action == "ask":
             await self._post(session, report, partner, "partner.ask_prompt", code=report.code, force_reply=True)
         elif action == "close":
@@ -120,6 +121,29 @@ class PartnerConsole:
             await self.desk.tell_reporter(session, report, "report.update_closed")
             log.info("report %s closed by partner %s: %s", report.id, partner.id, parts[3])
         session.add(report)
+        if action in ("ack", "claim", "out"):
+            await self.refresh_card(session, report, partner)
+
+    async def refresh_card(self, session: AsyncSession, report: Report, partner: Partner) -> None:
+        """The card edited in place: its status line and only the buttons that still apply."""
+        card = await self._card(session, report, partner)
+        if card is None:
+            return
+        claimed_by = await self.caseworker_name(session, partner, report.claimed_by) if report.claimed_by else None
+        text, _ = self.desk.fitted_card(report, partner, claimed_by=claimed_by)
+        Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), "edit",
+                   {"edit_outbox": card, "text": text, "buttons": self.desk.card_buttons(report, partner), "columns": 2},
+                   priority=PRIORITY_REPLY)
+
+    async def caseworker_name(self, session: AsyncSession, partner: Partner, ref: str) -> str:
+        """"caseworker 2": the same number each time for the same person in this partner's team."""
+        number = (await session.exec(select(Caseworker.number).where(Caseworker.partner_id == partner.id, Caseworker.ref == ref))).first()
+        if number is None:
+            last = (await session.exec(select(func.max(Caseworker.number)).where(Caseworker.partner_id == partner.id))).first()
+            number = (last or 0) + 1
+            session.add(Caseworker(partner_id=partner.id, ref=ref, number=number))
+            await session.flush()
+        return self.desk.texts.get(partner.console_language, "partner.caseworker", number=number)
 
     # -- a caseworker's reply: relayed to the reporter --------------------------------------------
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import html
 import logging
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any
 
 from sqlmodel import col, func, select
@@ -53,6 +54,16 @@ def report_batch(report: Report) -> str:
 
 def new_code() -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(6))
+
+
+def partner_time(when: datetime, partner: Partner) -> str:
+    """A time as the partner's team reads it: in its own zone, named."""
+    aware = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    try:
+        zone = ZoneInfo(partner.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return aware.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{aware.astimezone(zone).strftime('%Y-%m-%d %H:%M')} ({partner.timezone})"
 
 
 def caseworker_ref(address: str) -> str:
@@ -188,13 +199,14 @@ class ReportDesk:
     def _t(self, partner: Partner, key: str, **params: object) -> str:
         return self.texts.get(partner.console_language, key, **params)
 
-    def fitted_card(self, report: Report, partner: Partner, decision: RouteDecision) -> tuple[str, list[str]]:
+    def fitted_card(self, report: Report, partner: Partner, decision: RouteDecision | None = None, *,
+                    claimed_by: str | None = None) -> tuple[str, list[str]]:
         """The card, within Telegram's limit as Telegram measures it, and the rest of a long
         description as messages that follow it in the case's thread: nothing is cut off."""
-        card = self.card_text(report, partner, decision)
+        card = self.card_text(report, partner, decision, claimed_by=claimed_by)
         if telegram_len(card) <= CARD_LIMIT:
             return card, []
-        head = self.card_text(report, partner, decision, description="")
+        head = self.card_text(report, partner, decision, description="", claimed_by=claimed_by)
         description = (report.content or {}).get("description") or ""
         room = max(200, CARD_LIMIT - telegram_len(head) - 40)
         chunks = _chunks(description, room) 
@@ -202,23 +214,33 @@ class ReportDesk:
         rest_parts = [html.escape(c) for c in _chunks(" ".join(rest), CARD_LIMIT - 200)] if rest else []
         return head + html.escape(first) + " …", rest_parts
 
-    def card_text(self, report: Report, partner: Partner, decision: RouteDecision, *, description: str | None = None) -> str:
+    def card_text(self, report: Report, partner: Partner, decision: RouteDecision | None = None, *, description: str | None = None,
+                  claimed_by: str | None = None) -> str:
+        """The case as the partner's team needs it, in its console language. Why it was routed
+        here stays in report_routes for audit; the card says only what the team acts on."""
         t = lambda key, **p: self._t(partner, key, **p)  # noqa: E731
         content = report.content or {}
         country = t(f"country.{report.country}") if self.texts.has(f"country.{report.country}") else report.country
         where = country + (f" / {t(f'province.{report.country}.{report.province}')}" if report.province and self.texts.has(f"province.{report.country}.{report.province}") else "")
         if content.get("place"):
             where += f" / {html.escape(content['place'])}"
+        language = self.texts.get(report.lang, "language.self_name")
         lines = [
             t("partner.card.title", code=report.code) + (" " + t("partner.card.urgent") if report.urgent else ""),
+            t("partner.card.status", status=self.status_text(report, partner, claimed_by)),
+        ]
+        if decision is not None and decision.kind == "escalation":
+            lines.append(t("partner.card.escalated"))
+        lines += [
             t("partner.card.category", category=t(f"report.category.{report.category}")),
             t("partner.card.where", where=where),
             t("partner.card.affected", affected=t(f"report.affected.{report.affected}") if self.texts.has(f"report.affected.{report.affected}") else report.affected),
             t("partner.card.contact", contact=t(f"report.contact.{report.contact_mode}")),
-            t("partner.card.language", lang=self.texts.get(report.lang, "language.self_name")),
-            t("partner.card.received", when=report.created_at.strftime("%Y-%m-%d %H:%M UTC")),
-            t("partner.card.routing", kind=decision.kind, reason=html.escape(decision.reason)),
+            t("partner.card.language", lang=language),
+            t("partner.card.received", when=partner_time(report.created_at, partner)),
         ]
+        if report.lang != partner.console_language and report.contact_mode not in ("phone", "none"):
+            lines.append(t("partner.card.answer_in", lang=language))
         if content.get("location"):
             loc = content["location"]
             lines.append(t("partner.card.location", lat=f"{loc['lat']:.4f}", lon=f"{loc['lon']:.4f}"))
@@ -234,9 +256,21 @@ class ReportDesk:
         lines += ["", t("partner.card.original"), html.escape(shown)]
         return "\n".join(lines)
 
+    def status_text(self, report: Report, partner: Partner, claimed_by: str | None = None) -> str:
+        if report.status == "closed":
+            outcome = self._t(partner, f"partner.outcome.{report.outcome}") if report.outcome else "—"
+            return self._t(partner, "partner.status.closed", outcome=outcome)
+        if report.status == "claimed":
+            return self._t(partner, "partner.status.claimed", who=claimed_by or self._t(partner, "partner.caseworker", number="?"))
+        if report.status == "acknowledged":
+            return self._t(partner, "partner.status.acknowledged")
+        return self._t(partner, "partner.status.new")
+
     def card_buttons(self, report: Report, partner: Partner) -> list[dict[str, str]]:
-        return [{"data": f"p:{action}:{report.id}", "label": self._t(partner, f"partner.button.{action}")}
-                for action in ("ack", "claim", "ask", "close")]
+        """Only what still makes sense: nothing once closed; no Acknowledge once acknowledged."""
+        actions = {"open": ("ack", "claim", "ask", "close"), "acknowledged": ("claim", "ask", "close"),
+                   "claimed": ("ask", "close")}.get(report.status, ())
+        return [{"data": f"p:{action}:{report.id}", "label": self._t(partner, f"partner.button.{action}")} for action in actions]
 
     # -- escalation ------------------------------------------------------------------------------
 

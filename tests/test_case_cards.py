@@ -1,0 +1,83 @@
+"""Case cards that live: the card in a partner's group shows where the case stands, in the
+partner's own time zone, says which language to answer in, keeps routing reasons out of
+sight, and is edited in place as the case moves, with only the buttons that still apply.
+Caseworkers appear as "caseworker 1", "caseworker 2": the same number each time, never a
+name or an id."""
+
+from __future__ import annotations
+
+import re
+from datetime import timezone
+from zoneinfo import ZoneInfo
+
+from sqlmodel import select
+
+from storage.reports import Report
+from tests.conftest import RunningBot
+from tests.fakes.bot_api import FakeBotApi, SentMessage
+from tests.test_reports import BANGKOK, CASEWORKER, OTHER_CASEWORKER, in_group, partner_groups, report_until_consent
+
+ALL = ["👀 Acknowledge", "🙋 Claim", "💬 Ask the reporter", "✅ Close"]
+
+
+async def file_report(running_bot: RunningBot, user_id: int, lang: str, words: str) -> str:
+    texts = running_bot.core.texts
+    t = lambda key, **p: texts.get(lang, key, **p)  # noqa: E731
+    user = running_bot.user(user_id, lang)
+    await user.start_in(texts, lang)
+    await report_until_consent(user, t, category="documents_wages", danger=False, country="TH", province="bangkok",
+                               description=words, contact="anytime")
+    await user.press(t("report.consent.yes"))
+    received = await user.expect(r"\b[A-Z0-9]{6}\b")
+    return re.search(r"\b([A-Z0-9]{6})\b", received.text).group(1)  # type: ignore[union-attr]
+
+
+async def card_says(fake: FakeBotApi, card: SentMessage, pattern: str) -> SentMessage:
+    await fake.wait_for(lambda: re.search(pattern, card.text) is not None)
+    return card
+
+
+async def test_a_lao_and_a_khmer_speakers_cards_change_as_their_cases_move_and_name_caseworkers_only_by_number(
+        running_bot: RunningBot) -> None:
+    fake, texts = running_bot.fake, running_bot.core.texts
+    partner_groups(fake)
+
+    lao_code = await file_report(running_bot, 6101, "lo", "ນາຍຈ້າງບໍ່ຈ່າຍຄ່າແຮງສາມເດືອນ")
+    card = await in_group(fake, BANGKOK, lao_code)
+    assert "Status: new, not yet acknowledged" in card.text
+    assert f"Reporter's language: {texts.get('lo', 'language.self_name')}" in card.text
+    assert f"Please answer in {texts.get('lo', 'language.self_name')}" in card.text, "the team is told which language to write in"
+    assert "Routed to you" not in card.text and "most specific" not in card.text, "routing reasons stay in the audit trail"
+    async with running_bot.core.db.session() as session:
+        report = (await session.exec(select(Report).where(Report.code == lao_code))).one()
+    local = report.created_at.replace(tzinfo=timezone.utc).astimezone(ZoneInfo("Asia/Bangkok"))
+    assert f"Received: {local:%Y-%m-%d %H:%M} (Asia/Bangkok)" in card.text, "in the partner's own time zone"
+    assert card.labels == ALL
+
+    await fake.user_presses(OTHER_CASEWORKER, card, "👀 Acknowledge")
+    await card_says(fake, card, "Status: acknowledged")
+    assert card.labels == ["🙋 Claim", "💬 Ask the reporter", "✅ Close"], "acknowledged once: the button is gone"
+
+    await fake.user_presses(CASEWORKER, card, "🙋 Claim")
+    await card_says(fake, card, "Status: claimed by caseworker 1")
+    await in_group(fake, BANGKOK, f"Case {lao_code} claimed by caseworker 1")
+    assert card.labels == ["💬 Ask the reporter", "✅ Close"]
+
+    khmer_code = await file_report(running_bot, 6102, "km", "ក្រុមហ៊ុនយកលិខិតឆ្លងដែនរបស់ខ្ញុំ")
+    khmer_card = await in_group(fake, BANGKOK, khmer_code)
+    assert f"Please answer in {texts.get('km', 'language.self_name')}" in khmer_card.text
+    await fake.user_presses(OTHER_CASEWORKER, khmer_card, "🙋 Claim")
+    await card_says(fake, khmer_card, "Status: claimed by caseworker 2")
+    await fake.user_presses(CASEWORKER, khmer_card, "✅ Close")
+    await in_group(fake, BANGKOK, f"Close case {khmer_code}")
+
+    await fake.user_presses(CASEWORKER, card, "✅ Close")
+    outcomes = await in_group(fake, BANGKOK, f"Close case {lao_code}")
+    await fake.user_presses(CASEWORKER, outcomes, "Resolved")
+    await card_says(fake, card, r"Status: closed \(Resolved\)")
+    assert card.labels == [], "a closed case's card has no buttons left"
+    assert "Status: claimed by caseworker 2" in khmer_card.text, "the same person keeps their number on every card"
+
+    group_text = "\n".join(m.text for m in fake.bot_messages(BANGKOK))
+    for leaked in ("Somchai", "Dara", str(CASEWORKER), str(OTHER_CASEWORKER)):
+        assert leaked not in group_text, f"{leaked!r} shown in the partner's group"
