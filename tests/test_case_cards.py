@@ -81,3 +81,36 @@ async def test_a_lao_and_a_khmer_speakers_cards_change_as_their_cases_move_and_n
     group_text = "\n".join(m.text for m in fake.bot_messages(BANGKOK))
     for leaked in ("Somchai", "Dara", str(CASEWORKER), str(OTHER_CASEWORKER)):
         assert leaked not in group_text, f"{leaked!r} shown in the partner's group"
+
+
+async def test_a_bangkok_caseworker_lists_open_cases_with_slash_cases_and_each_opens_its_card(running_bot: RunningBot) -> None:
+    fake = running_bot.fake
+    partner_groups(fake)
+    thai_code = await file_report(running_bot, 6201, "th", "นายจ้างยึดหนังสือเดินทางของฉัน")
+    vietnamese_code = await file_report(running_bot, 6202, "vi", "Công ty giữ hộ chiếu của tôi")
+    thai_card = await in_group(fake, BANGKOK, thai_code)
+    vietnamese_card = await in_group(fake, BANGKOK, vietnamese_code)
+    await fake.user_presses(CASEWORKER, vietnamese_card, "🙋 Claim")
+    await card_says(fake, vietnamese_card, "claimed by caseworker 1")
+
+    last = fake.bot_messages(BANGKOK)[-1].message_id
+    await fake.member_sends(BANGKOK, CASEWORKER, "/cases")
+    listing = await in_group(fake, BANGKOK, "Open cases: 2", after=last)
+    lines = listing.text.splitlines()
+    thai_line = next(line for line in lines if thai_code in line)
+    vietnamese_line = next(line for line in lines if vietnamese_code in line)
+    assert lines.index(thai_line) < lines.index(vietnamese_line), "oldest first"
+    assert "new, not yet acknowledged" in thai_line and re.search(r"\d+ h \d+ min left to acknowledge", thai_line), thai_line
+    assert "claimed by caseworker 1" in vietnamese_line and "left to acknowledge" not in vietnamese_line
+    links = {b["text"]: b.get("url") for row in listing.buttons for b in row}
+    assert links[f"Open {thai_code}"] == f"https://t.me/c/1000000101/{thai_card.message_id}", "each opens its card"
+    assert links[f"Open {vietnamese_code}"] == f"https://t.me/c/1000000101/{vietnamese_card.message_id}"
+
+    await fake.user_presses(CASEWORKER, thai_card, "✅ Close")
+    outcomes = await in_group(fake, BANGKOK, f"Close case {thai_code}")
+    await fake.user_presses(CASEWORKER, outcomes, "Referred to another service")
+    await card_says(fake, thai_card, "Status: closed")
+    last = fake.bot_messages(BANGKOK)[-1].message_id
+    await fake.member_sends(BANGKOK, CASEWORKER, "/cases")
+    listing = await in_group(fake, BANGKOK, "Open cases: 1", after=last)
+    assert vietnamese_code in listing.text and thai_code not in listing.text, "a closed case leaves the list"

@@ -34,6 +34,8 @@ TEXT_KEYS = (
                                      "status", "escalated", "answer_in", "location", "phone", "attachments", "screening", "original", "continued",
                                      "attachments_cut")]
     + [f"partner.status.{k}" for k in ("new", "acknowledged", "claimed", "closed")]
+    + [f"partner.cases.{k}" for k in ("header", "line", "left", "overdue", "none", "more", "open")]
+    + [f"partner.duration.{k}" for k in ("hours", "days")]
     + [f"partner.button.{k}" for k in ("ack", "claim", "ask", "close")]
     + [f"partner.outcome.{k}" for k in ("resolved", "referred", "no_contact", "not_a_case")]
     + [f"partner.{k}" for k in ("refused", "already_closed", "acknowledged", "ask_prompt", "close_prompt", "closed",

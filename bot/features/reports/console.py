@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import logging
+from datetime import timedelta
 from typing import Any
 
 from sqlmodel import col, func, select
@@ -29,6 +30,17 @@ OUTCOMES = ("resolved", "referred", "no_contact", "not_a_case")
 REPLY_FLOW, REPLY_STEP = "report_reply", "answer"
 
 
+CASES_SHOWN = 20
+
+
+def card_link(partner: Partner, message_ref: str | None) -> str | None:
+    """A link that opens the card in the group (supergroups only: their ids start with -100)."""
+    chat = str(partner.telegram_chat_id or "")
+    if not message_ref or not chat.startswith("-100"):
+        return None
+    return f"https://t.me/c/{chat[4:]}/{message_ref}"
+
+
 class NotRecordedYet(RuntimeError):
     """A caseworker replied faster than the bot recorded the id of the message they replied to."""
 
@@ -43,6 +55,8 @@ class PartnerConsole:
             return  # a group the bot was added to that is no partner's: stay silent
         if event.choice and event.choice.startswith("p:"):
             await self._on_button(session, event, partner)
+        elif event.command == "cases":
+            await self.list_cases(session, partner)
         elif event.text and event.reply_to_ref:
             await self._on_reply(session, event, partner)
 
@@ -77,6 +91,49 @@ class PartnerConsole:
         await session.flush()
         assert report.id is not None and row.id is not None
         session.add(CasePost(report_id=report.id, partner_id=partner.id, outbox_id=row.id))
+
+    # -- the team's overview -------------------------------------------------------------------
+
+    async def list_cases(self, session: AsyncSession, partner: Partner) -> None:
+        """`/cases` in a partner's group: its open cases, oldest first, with how long they have
+        waited, where they stand and how long is left before an unacknowledged one escalates;
+        each with a button that opens its card."""
+        t = lambda key, **p: self.desk.texts.get(partner.console_language, key, **p)  # noqa: E731
+        reports = list((await session.exec(
+            select(Report).join(ReportRoute, col(ReportRoute.report_id) == col(Report.id))
+            .where(ReportRoute.partner_id == partner.id, Report.status != "closed").order_by(col(Report.created_at))
+        )).unique().all())
+        if not reports:
+            self._say(session, partner, "partner.cases.none")
+            return
+        now = utcnow().replace(tzinfo=None)
+        lines, buttons = [t("partner.cases.header", count=len(reports))], []
+        for report in reports[:CASES_SHOWN]:
+            claimed_by = await self.caseworker_name(session, partner, report.claimed_by) if report.claimed_by else None
+            line = t("partner.cases.line", code=report.code, status=self.desk.status_text(report, partner, claimed_by),
+                     age=self._duration(partner, now - report.created_at.replace(tzinfo=None)))
+            if report.urgent:
+                line = "🚨 " + line
+            if report.status == "open" and report.ack_deadline is not None:
+                left = report.ack_deadline.replace(tzinfo=None) - now
+                line += " " + (t("partner.cases.left", left=self._duration(partner, left)) if left.total_seconds() > 0
+                               else t("partner.cases.overdue"))
+            lines.append(line)
+            card = await self._card(session, report, partner)
+            ref = (await session.get(OutboxMessage, card)) if card is not None else None
+            link = card_link(partner, ref.result_ref if ref is not None else None)
+            if link:
+                buttons.append({"data": "", "label": t("partner.cases.open", code=report.code), "url": link})
+        if len(reports) > CASES_SHOWN:
+            lines.append(t("partner.cases.more", count=len(reports) - CASES_SHOWN))
+        Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), "message",
+                   {"text": "\n".join(lines), "buttons": buttons, "columns": 2}, priority=PRIORITY_REPLY)
+
+    def _duration(self, partner: Partner, span: timedelta) -> str:
+        minutes = max(0, int(span.total_seconds() // 60))
+        days, rest = divmod(minutes, 24 * 60)
+        key = "partner.duration.days" if days else "partner.duration.hours"
+        return self.desk.texts.get(partner.console_language, key, days=days, hours=rest // 60, minutes=rest % 60)
 
     # -- buttons on the card -----------------------------------------------------------------------
 
