@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert
+from sqlalchemy import bindparam, insert, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, delete, func, select, update
@@ -173,6 +173,12 @@ class Outbox:
             rows: list[OutboxMessage] = []
             taken: defaultdict[str, int] = defaultdict(int)
             waiting: dict[str, int] = {}
+            if per_chat is not None and self.db.is_postgres:
+                # Workers claim in-order lanes one at a time: otherwise one could skip a row
+                # another is claiming (SKIP LOCKED) and take the same chat's next row, and two
+                # replies to one person would be sent at once, in either order.
+                await session.exec(text("SELECT pg_advisory_xact_lock(727002)"))  # type: ignore[call-overload]
+                now = utcnow()
             if per_chat is not None:
                 # In order within a chat: nothing overtakes a row of its chat that waits out a
                 # 429 or is being sent. Few rows are in that state, and the claim index finds them.

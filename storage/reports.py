@@ -76,6 +76,20 @@ class Caseworker(SQLModel, table=True):
     number: int
 
 
+class PartnerToken(SQLModel, table=True):
+    """A bearer token for one partner's case system: it reads that partner's cases, nothing else."""
+
+    __tablename__ = "partner_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    partner_id: str = Field(max_length=64)
+    label: str = Field(default="", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
 class CaseMessage(SQLModel, table=True):
     """The relay thread between a partner and a reporter, without either identity."""
 

@@ -111,7 +111,7 @@ def test_the_openapi_file_is_valid_and_describes_every_route() -> None:
     assert documented == {("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get"),
                           ("/campaigns", "get"), ("/campaigns", "post"), ("/campaigns/{campaign_id}", "get"),
                           ("/campaigns/{campaign_id}/pause", "post"), ("/campaigns/{campaign_id}/resume", "post"),
-                          ("/campaigns/{campaign_id}/cancel", "post")}
+                          ("/campaigns/{campaign_id}/cancel", "post"), ("/partner/cases", "get"), ("/partner/cases/{code}", "get")}
 
 
 @pytest.mark.parametrize(("body", "says"), [

@@ -38,7 +38,8 @@ COMMANDS = {
 # route → who may use it (everyone else: 401 without a valid token, 403 with one)
 OPEN_ROUTES = ("/healthz", "/readyz", "/metrics")
 ROUTES = [*(("GET", path) for path in OPEN_ROUTES), ("GET", "/campaigns"), ("POST", "/campaigns"), ("GET", "/campaigns/1"), ("POST", "/campaigns/1/pause"),
-          ("POST", "/campaigns/1/resume"), ("POST", "/campaigns/1/cancel")]
+          ("POST", "/campaigns/1/resume"), ("POST", "/campaigns/1/cancel"), ("GET", "/partner/cases"), ("GET", "/partner/cases/T00001")]
+PARTNER_ROUTES = ("/partner/cases", "/partner/cases/T00001")
 
 
 @pytest.fixture
@@ -95,6 +96,8 @@ async def test_staff_http_routes_allow_exactly_who_they_should(core: Core, peopl
                 expected = (200, 201, 409) if kind in STAFF else (401,) if kind in ("no token", "wrong token") else (403,)
                 if path in OPEN_ROUTES:
                     expected = (200,)  # health, readiness and metrics are open (they hold nothing about anyone)
+                if path in PARTNER_ROUTES:
+                    expected = (401,)  # cases are read with a partner's own token only (tests/test_case_cards.py)
                 if answer.status not in expected or (answer.status >= 400 and "error" not in await answer.json()):
                     wrong.append(f"{kind} {method} {path}: {answer.status}, expected {expected}")
     finally:

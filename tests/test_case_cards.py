@@ -114,3 +114,58 @@ async def test_a_bangkok_caseworker_lists_open_cases_with_slash_cases_and_each_o
     await fake.member_sends(BANGKOK, CASEWORKER, "/cases")
     listing = await in_group(fake, BANGKOK, "Open cases: 1", after=last)
     assert vietnamese_code in listing.text and thai_code not in listing.text, "a closed case leaves the list"
+
+
+async def test_a_partners_case_system_reads_its_own_cases_with_its_own_token_and_never_another_partners(
+        running_bot: RunningBot) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bot.api.app import build_api
+    from bot.features.broadcasts import feature as broadcasts
+    from bot.features.reports import feature as reports
+    from bot.features.reports.case_api import new_partner_token
+    from storage.broadcasts import StaffRole
+    from storage.models import User
+
+    fake, core = running_bot.fake, running_bot.core
+    partner_groups(fake)
+    code = await file_report(running_bot, 6301, "lo", "ບໍລິສັດຍຶດໜັງສືຜ່ານແດນຂອງຂ້ອຍ")
+    card = await in_group(fake, BANGKOK, code)
+    await fake.user_presses(CASEWORKER, card, "🙋 Claim")
+    await card_says(fake, card, "claimed by caseworker 1")
+    async with core.db.transaction() as session:
+        book = reports(core).book
+        tokens = {"bangkok": await new_partner_token(session, book, "demo_bangkok", "case system"),
+                  "phnom_penh": await new_partner_token(session, book, "demo_phnom_penh", "case system")}
+        staff = User(channel="telegram", address="7300", lang="en")
+        session.add(staff)
+        await session.flush()
+        session.add(StaffRole(user_id=staff.id, role="admin"))  # type: ignore[arg-type]
+        tokens["staff"] = await broadcasts(core).staff.new_api_token(session, staff, "dashboard")
+
+    client = TestClient(TestServer(build_api(broadcasts(core))))
+    await client.start_server()
+    try:
+        def auth(who: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {tokens[who]}"}
+
+        listed = await client.get("/partner/cases", headers=auth("bangkok"))
+        assert listed.status == 200
+        body = await listed.json()
+        assert body["partner"] == "demo_bangkok"
+        case = next(c for c in body["cases"] if c["code"] == code)
+        assert (case["status"], case["language"], case["claimed_by"], case["country"]) == ("claimed", "lo", "caseworker 1", "TH")
+        one = await (await client.get(f"/partner/cases/{code}", headers=auth("bangkok"))).json()
+        assert one["description"] == "ບໍລິສັດຍຶດໜັງສືຜ່ານແດນຂອງຂ້ອຍ", "the reporter's words, as written"
+        assert str(CASEWORKER) not in str(one) and "Somchai" not in str(one)
+
+        others = await (await client.get("/partner/cases?status=all", headers=auth("phnom_penh"))).json()
+        assert code not in str(others), "another partner's token does not see the case"
+        hidden = await client.get(f"/partner/cases/{code}", headers=auth("phnom_penh"))
+        assert hidden.status == 404, "nor can it open it (as if it did not exist)"
+        assert (await client.get("/partner/cases", headers=auth("staff"))).status == 401, "staff tokens do not read cases"
+        assert (await client.get("/campaigns", headers=auth("bangkok"))).status == 401, "a partner token reads only its cases"
+        assert (await client.get("/partner/cases")).status == 401
+        assert (await client.get("/partner/cases?status=lost", headers=auth("bangkok"))).status == 400
+    finally:
+        await client.close()

@@ -14,6 +14,8 @@ from aiohttp import web
 from bot import metrics
 from bot.features.broadcasts import BroadcastsFeature
 from bot.features.broadcasts.campaigns import CampaignError
+from bot.features.reports.case_api import PARTNER, CaseReader, partner_for_token
+from bot.features.reports.case_api import routes as case_routes
 from storage.broadcasts import Campaign
 from storage.db import head_revision, schema_revision
 from storage.models import User, utcnow
@@ -51,6 +53,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 PUBLIC = frozenset({"/openapi.yaml", "/healthz", "/readyz", "/metrics"})
+PARTNER_PREFIX = "/partner/"
 ALIVE = web.AppKey("alive", Callable[[], bool])
 WEBHOOK_PATH = web.AppKey("webhook_path", str)
 Webhook = tuple[str, Handler]  # the path Telegram posts to, and what takes the update (it checks the secret itself)
@@ -62,12 +65,21 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
-        return error(401, "send 'Authorization: Bearer <token>'; staff get a token with `python -m bot staff token`")
+        return error(401, "send 'Authorization: Bearer <token>'; staff get a token with `python -m bot staff token`, "
+                          "a partner's case system with `python -m bot partner token`")
     feature = request.app[FEATURE]
+    token = header[len("Bearer "):].strip()
+    if request.path.startswith(PARTNER_PREFIX):  # a partner's case system: its own cases, nothing else
+        async with feature.core.db.session() as session:
+            partner_id = await partner_for_token(session, token)
+        if partner_id is None:
+            return error(401, "unknown, expired or revoked partner token (staff tokens cannot read cases)")
+        request[PARTNER] = partner_id
+        return await handler(request)
     async with feature.core.db.session() as session:
-        user = await feature.staff.user_for_token(session, header[len("Bearer "):].strip())
+        user = await feature.staff.user_for_token(session, token)
         if user is None:
-            return error(401, "unknown or revoked token")
+            return error(401, "unknown or revoked token (a partner token reads only /partner/cases)")
         if not await feature.staff.can_broadcast(session, user):
             return error(403, "this token's owner has no campaign or admin role")
     request[STAFF] = user
@@ -216,7 +228,15 @@ def build_api(feature: BroadcastsFeature, alive: Callable[[], bool] = lambda: Tr
     app.router.add_get("/campaigns/{campaign_id}", show_campaign)
     for action in ("pause", "resume", "cancel"):
         app.router.add_post(f"/campaigns/{{campaign_id}}/{action}", change(action))
+    app.router.add_routes(case_routes(_case_reader))
     return app
+
+
+def _case_reader(request: web.Request) -> tuple[CaseReader, Any]:
+    from bot.features.reports import feature as reports
+
+    core = request.app[FEATURE].core
+    return CaseReader(reports(core).console), core.db
 
 
 async def serve(feature: BroadcastsFeature, host: str, port: int, alive: Callable[[], bool] = lambda: True,

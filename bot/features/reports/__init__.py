@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -152,6 +153,75 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     purge_cmd = sub.add_parser("purge", help="delete closed cases past the retention period, keeping anonymous counts",
                                description="Purge closed cases older than REPORT_RETENTION_DAYS, and delivery traces older than 7 days.")
     purge_cmd.set_defaults(func=_purge)
+    partner = sub.add_parser("partner", help="a partner's case system: read-only API tokens for its own cases",
+                             description="Tokens for GET /partner/cases: each reads one partner's cases and nothing else.")
+    tools = partner.add_subparsers(dest="partner_command", metavar="TOOL", required=True)
+    token = tools.add_parser("token", help="create a token for one partner (printed once)",
+                             description="Create a bearer token that reads only this partner's cases (GET /partner/cases).")
+    token.add_argument("--partner", required=True, help="the partner's id in flows/data/partners.yaml, e.g. demo_bangkok")
+    token.add_argument("--label", default="", help="what the token is for, e.g. 'case system'")
+    token.add_argument("--days", type=int, default=90, help="how many days it works (default: 90)")
+    token.set_defaults(func=_new_partner_token)
+    listing = tools.add_parser("tokens", help="list partner tokens: id, partner, label, created, expires, revoked",
+                               description="List every partner token (never the token itself).")
+    listing.set_defaults(func=_list_partner_tokens)
+    revoke = tools.add_parser("revoke", help="revoke a partner token by its id (see `partner tokens`)",
+                              description="Revoke a partner token at once; requests with it are refused from then on.")
+    revoke.add_argument("token_id", type=int, help="the id shown by `python -m bot partner tokens`")
+    revoke.set_defaults(func=_revoke_partner_token)
+
+
+def _new_partner_token(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.features.reports.case_api import new_partner_token
+
+    async def work(core: Core) -> int:
+        async with core.db.transaction() as session:
+            try:
+                token = await new_partner_token(session, feature(core).book, args.partner, args.label, days=args.days)
+            except KeyError as exc:
+                print(exc.args[0], file=sys.stderr)
+                return 1
+        print(token)
+        return 0
+
+    return _with_core(settings, work)
+
+
+def _list_partner_tokens(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlmodel import col, select
+
+    from storage.reports import PartnerToken
+
+    async def work(core: Core) -> int:
+        async with core.db.session() as session:
+            rows = (await session.exec(select(PartnerToken).order_by(col(PartnerToken.id)))).all()
+        stamp = lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "-"  # noqa: E731
+        print(f"{'id':>4}  {'partner':<24} {'label':<20} {'created':<17} {'expires':<17} revoked")
+        for row in rows:
+            print(f"{row.id:>4}  {row.partner_id[:24]:<24} {row.label[:20]:<20} {stamp(row.created_at):<17} {stamp(row.expires_at):<17} "
+                  f"{stamp(row.revoked_at)}")
+        if not rows:
+            print("no partner tokens")
+        return 0
+
+    return _with_core(settings, work)
+
+
+def _revoke_partner_token(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.reports import PartnerToken
+
+    async def work(core: Core) -> int:
+        async with core.db.transaction() as session:
+            row = await session.get(PartnerToken, args.token_id)
+            done = row is not None and row.revoked_at is None
+            if done:
+                row.revoked_at = utcnow()
+                session.add(row)
+        print(f"partner token {args.token_id} revoked" if done else f"no active partner token with id {args.token_id}",
+              file=sys.stdout if done else sys.stderr)
+        return 0 if done else 1
+
+    return _with_core(settings, work)
 
 
 def _with_core(settings: Settings, work: Callable[[Core], Awaitable[int]]) -> int:
