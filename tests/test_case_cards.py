@@ -169,3 +169,35 @@ async def test_a_partners_case_system_reads_its_own_cases_with_its_own_token_and
         assert (await client.get("/partner/cases?status=lost", headers=auth("bangkok"))).status == 400
     finally:
         await client.close()
+
+
+async def test_after_the_first_reply_a_vietnamese_reporter_adds_a_photo_of_the_contract_with_one_tap(running_bot: RunningBot) -> None:
+    fake, texts = running_bot.fake, running_bot.core.texts
+    vi = lambda key, **p: texts.get("vi", key, **p)  # noqa: E731
+    partner_groups(fake)
+    code = await file_report(running_bot, 6401, "vi", "Công ty giữ hộ chiếu và hợp đồng của tôi")
+    user = running_bot.user(6401, "vi")
+    user.seen = len(fake.messages.get(6401, []))
+    card = await in_group(fake, BANGKOK, code)
+    await fake.user_presses(CASEWORKER, card, "💬 Ask the reporter")
+    prompt = await in_group(fake, BANGKOK, "Reply to this message")
+    await fake.member_sends(BANGKOK, CASEWORKER, "Bạn có ảnh hợp đồng không?", reply_to=prompt)
+    await user.expect("Bạn có ảnh hợp đồng không")
+    await user.send("Có, tôi sẽ gửi ngay")
+    await in_group(fake, BANGKOK, "Có, tôi sẽ gửi ngay")
+
+    await fake.user_sends_photo(6401, "CONTRACT-PHOTO-1")  # outside any question now
+    await user.expect(re.escape(vi("report.case_add.offer", case_add_code=code).split("<")[0]))
+    await user.press(vi("report.case_add.yes"))
+    await user.expect(re.escape(vi("report.case_add.done", code="X").split("<")[0]))
+    note = await in_group(fake, BANGKOK, f"The reporter added to case {code}")
+    assert note.reply_to == card.message_id, "in the case's thread"
+    photo = await fake.wait_for(lambda: next((m for m in fake.bot_messages(BANGKOK) if m.media and m.media["file_id"] == "CONTRACT-PHOTO-1"), None))
+    assert photo.reply_to == card.message_id
+
+    await user.send("cảm ơn anh chị rất nhiều vì đã giúp đỡ")  # words, not a request: offered too, and can be declined
+    await user.expect(re.escape(vi("report.case_add.offer", case_add_code=code).split("<")[0]))
+    before = len(fake.bot_messages(BANGKOK))
+    await user.press(vi("report.case_add.no"))
+    await user.expect(re.escape(vi("report.case_add.dropped")))
+    assert len(fake.bot_messages(BANGKOK)) == before, "declined: nothing reaches the partner"

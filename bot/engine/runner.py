@@ -89,6 +89,9 @@ class Engine:
         self.understander = understander or Understander({})
         self.actions: dict[str, Action] = {}
         self.max_attachments = 10
+        # Asked, in turn, about what someone sent outside any question before "not understood"
+        # is said: a feature may take it (e.g. an addition to the person's open case).
+        self.followups: list[Callable[[Turn], Awaitable[bool]]] = []
 
     def register(self, name: str, action: Action) -> None:
         self.actions[name] = action
@@ -194,11 +197,20 @@ class Engine:
         step = self._current_step(turn)
         if step is not None and step.ask and "phone" in step.accepts:
             return await self._take_answer(turn, step, phone)
-        if step is not None and (step.choices or step.ask):
+        idle = step is None or (turn.conversation.flow or "") in HUBS
+        if not idle and step is not None and (step.choices or step.ask):
             turn.say("common.need_text" if step.ask else "common.reask")
             return await self._run(turn, turn.conversation.flow or "menu", step.id, announce=False, act=False)
+        if await self._followed_up(turn):
+            return None
         turn.say("common.not_understood")
         await self._enter(turn, "menu")
+
+    async def _followed_up(self, turn: Turn) -> bool:
+        for followup in self.followups:
+            if await followup(turn):
+                return True
+        return False
 
     async def _on_media(self, turn: Turn) -> None:
         step = self._current_step(turn)
@@ -220,11 +232,20 @@ class Engine:
             return await self._run(turn, turn.conversation.flow or "menu", step.id, announce=False)
         if event.text:
             return await self._on_text(turn, event.text)
-        if step is not None and (step.choices or step.ask):
+        idle = step is None or (turn.conversation.flow or "") in HUBS
+        if not idle and step is not None and (step.choices or step.ask):
             turn.say("common.need_text" if step.ask else "common.reask")
             return await self._run(turn, turn.conversation.flow or "menu", step.id, announce=False, act=False)
+        if await self._followed_up(turn):
+            return None
         turn.say("common.not_understood")
         await self._enter(turn, "menu")
+
+    async def _followed_up(self, turn: Turn) -> bool:
+        for followup in self.followups:
+            if await followup(turn):
+                return True
+        return False
 
     async def _on_text(self, turn: Turn, text: str) -> None:
         """Typed text, in this order: an answer to this step (a label, a number, yes / no /
@@ -269,6 +290,8 @@ class Engine:
                 return await self._enter(turn, keyword_flow)
         if understood.intent != UNKNOWN and target in self.flows.flows:
             return await self._enter_with_slots(turn, target, understood.slots)
+        if await self._followed_up(turn):
+            return None
         turn.say("common.not_understood")
         suggestions = [Button(OPEN_FLOW + flow, turn.text(f"intent.{name}"))
                        for name, score in understood.runners_up

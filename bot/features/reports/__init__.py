@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bot.engine.runner import Action, Turn
 from bot.engine.yamlfile import ContentError, Problem
@@ -35,6 +35,7 @@ TEXT_KEYS = (
                                      "status", "escalated", "answer_in", "location", "phone", "attachments", "screening", "original", "continued",
                                      "attachments_cut")]
     + [f"partner.status.{k}" for k in ("new", "acknowledged", "claimed", "closed")]
+    + [f"report.case_add.{k}" for k in ("offer", "yes", "no", "dropped", "done")] + ["partner.reporter_added"]
     + [f"partner.cases.{k}" for k in ("header", "line", "left", "overdue", "none", "more", "open")]
     + [f"partner.duration.{k}" for k in ("hours", "days")]
     + [f"partner.button.{k}" for k in ("ack", "claim", "ask", "close")]
@@ -42,7 +43,8 @@ TEXT_KEYS = (
     + [f"partner.{k}" for k in ("refused", "already_closed", "acknowledged", "ask_prompt", "close_prompt", "closed",
                                 "claimed_by", "caseworker", "no_bot_contact", "relayed", "waiting_for_check", "reporter_answer", "forgotten", "repeat_note")]
 )
-ACTION_NAMES = frozenset({"reports.check_limit", "reports.check_coverage", "reports.submit", "reports.count_only", "reports.status", "reports.relay_answer", "reports.forget"})
+ACTION_NAMES = frozenset({"reports.check_limit", "reports.check_coverage", "reports.submit", "reports.count_only", "reports.status",
+                          "reports.relay_answer", "reports.forget", "reports.case_add"})
 
 
 def partners_path(flows_dir: Path) -> Path:
@@ -84,6 +86,33 @@ class ReportsFeature:
             turn.say("report.answer_failed")
         return None
 
+    async def offer_case_add(self, turn: Turn) -> bool:
+        """Something sent outside any question while the sender has an open case the partner
+        can answer through the bot: offered, with one tap, as an addition to that case."""
+        event = turn.event
+        if not (event.text or event.attachments):
+            return False
+        report = (await turn.session.exec(select(Report).where(
+            Report.reporter_id == turn.user.id, Report.status != "closed", col(Report.partner_id).is_not(None),
+            col(Report.contact_mode).in_(["anytime", "on_check"])).order_by(col(Report.created_at).desc()))).first()
+        if report is None:
+            return False
+        turn.values["case_add"] = {"code": report.code, "text": event.text or "", "attachments": list(event.attachments)}
+        turn.values["case_add_code"] = report.code
+        await turn.engine.run_flow(turn, "case_add")
+        return True
+
+    async def case_add(self, turn: Turn) -> str | None:
+        item = turn.values.pop("case_add", None) or {}
+        turn.values.pop("case_add_code", None)
+        code = str(item.get("code") or "")
+        if code and await self.console.add_from_reporter(turn.session, turn.user, code, str(item.get("text") or ""),
+                                                         list(item.get("attachments") or [])):
+            turn.say("report.case_add.done", code=code)
+        else:
+            turn.say("report.answer_failed")
+        return None
+
     async def forget(self, turn: Turn) -> str | None:
         def tell_partner(report: Report, channel: str, chat: str) -> None:
             """A partner that already holds the case is told, through its own channel."""
@@ -109,6 +138,7 @@ class ReportsFeature:
             "reports.status": self.status,
             "reports.relay_answer": self.relay_answer,
             "reports.forget": self.forget,
+            "reports.case_add": self.case_add,
         }
 
     async def escalate(self) -> int:
@@ -130,6 +160,8 @@ def feature(core: Core) -> ReportsFeature:
 def actions(core: Core) -> dict[str, Action]:
     reports = feature(core)
     core.conversations.group_handler = reports.console.handle
+    if reports.offer_case_add not in core.engine.followups:
+        core.engine.followups.append(reports.offer_case_add)
     return reports.actions()
 
 

@@ -31,6 +31,7 @@ REPLY_FLOW, REPLY_STEP = "report_reply", "answer"
 
 
 CASES_SHOWN = 20
+ADD_MAX_FILES = 10  # as REPORT_MAX_ATTACHMENTS's default: a flood of files is not forwarded
 
 
 def card_link(partner: Partner, message_ref: str | None) -> str | None:
@@ -268,6 +269,27 @@ class PartnerConsole:
         session.add(CaseMessage(report_id=report.id, direction="to_partner", body=text, status="queued"))
         await self._post(session, report, partner, "partner.reporter_answer", code=report.code, text=html.escape(text))
         log.info("report %s: reporter's answer relayed to partner %s", report.id, partner.id)
+        return True
+
+    async def add_from_reporter(self, session: AsyncSession, reporter: User, code: str, text: str,
+                                attachments: list[dict[str, str]]) -> bool:
+        """What the reporter added to their open case, posted in the case's thread: the words,
+        then each file as a reply to the card."""
+        report = (await session.exec(select(Report).where(Report.code == code, Report.reporter_id == reporter.id))).first()
+        if report is None or report.status == "closed" or report.partner_id is None:
+            return False
+        partner = self.desk.book.partners.get(report.partner_id)
+        if partner is None or partner.telegram_chat_id is None:
+            return False
+        assert report.id is not None
+        session.add(CaseMessage(report_id=report.id, direction="to_partner", body=text or None, status="queued"))
+        await self._post(session, report, partner, "partner.reporter_added", code=report.code,
+                         text=html.escape(text) if text else "—", count=len(attachments))
+        card = await self._card(session, report, partner)
+        for item in attachments[:ADD_MAX_FILES]:
+            Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), item["kind"], {"file_id": item["file_id"], "reply_to_outbox": card},
+                       priority=PRIORITY_REPLY)
+        log.info("report %s: the reporter added %d text(s) and %d file(s)", report.id, int(bool(text)), len(attachments))
         return True
 
     async def pending_for(self, session: AsyncSession, report: Report) -> list[CaseMessage]:
