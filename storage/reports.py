@@ -90,6 +90,20 @@ class PartnerToken(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
+class FeedbackCount(SQLModel, table=True):
+    """Whether the help was useful, as a reporter answered after their case closed: a count
+    per partner and month, nothing about who or which case."""
+
+    __tablename__ = "feedback_counts"
+    __table_args__ = (UniqueConstraint("partner_id", "month", "answer", name="uq_feedback_counts"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    partner_id: str = Field(max_length=64)
+    month: str = Field(max_length=7)
+    answer: str = Field(max_length=16)
+    count: int = 0
+
+
 class CaseMessage(SQLModel, table=True):
     """The relay thread between a partner and a reporter, without either identity."""
 

@@ -201,3 +201,34 @@ async def test_after_the_first_reply_a_vietnamese_reporter_adds_a_photo_of_the_c
     await user.press(vi("report.case_add.no"))
     await user.expect(re.escape(vi("report.case_add.dropped")))
     assert len(fake.bot_messages(BANGKOK)) == before, "declined: nothing reaches the partner"
+
+
+async def test_the_receipt_says_when_to_expect_an_answer_and_closing_says_what_next_and_asks_once_if_it_helped(
+        running_bot: RunningBot) -> None:
+    from storage.reports import FeedbackCount
+
+    fake, texts, core = running_bot.fake, running_bot.core.texts, running_bot.core
+    partner_groups(fake)
+    for uid, lang in ((6501, "lo"), (6502, "th")):
+        t = lambda key, lang=lang, **p: texts.get(lang, key, **p)  # noqa: E731
+        code = await file_report(running_bot, uid, lang, "ນາຍຈ້າງບໍ່ຈ່າຍເງິນ" if lang == "lo" else "นายจ้างไม่จ่ายค่าจ้าง")
+        said = "\n".join(m.text for m in fake.bot_messages(uid))
+        assert t("report.within.hours", hours=24) in said, "a normal case: answered within a day"
+        assert "Mon-Fri 08:30-17:30 (" in said and "Bangkok" in said, "the partner's office hours, in its own time"
+
+    user = running_bot.user(6501, "lo")
+    user.seen = len(fake.messages.get(6501, []))
+    lo = lambda key, **p: texts.get("lo", key, **p)  # noqa: E731
+    card = next(m for m in fake.bot_messages(BANGKOK) if f"Reporter's language: {lo('language.self_name')}" in m.text)
+    await fake.user_presses(CASEWORKER, card, "✅ Close")
+    outcomes = await in_group(fake, BANGKOK, "Close case")
+    await fake.user_presses(CASEWORKER, outcomes, "Resolved")
+    closing = await user.expect(re.escape(lo("report.feedback.ask")[:20]))
+    assert "/report" in closing.text and "/hotlines" in closing.text, "what they can do next"
+    assert closing.labels == [lo("report.feedback.useful"), lo("report.feedback.not_useful"), lo("report.feedback.skip")]
+    await user.press(lo("report.feedback.useful"), closing)
+    await user.expect(re.escape(lo("report.feedback.thanks")))
+    await fake.wait_for(lambda: closing.labels == [])  # answered once: the buttons are gone
+    async with core.db.session() as session:
+        counts = (await session.exec(select(FeedbackCount))).all()
+    assert [(c.partner_id, c.answer, c.count) for c in counts] == [("demo_bangkok", "useful", 1)], "a count per partner, nothing else"

@@ -35,6 +35,8 @@ TEXT_KEYS = (
                                      "status", "escalated", "answer_in", "location", "phone", "attachments", "screening", "original", "continued",
                                      "attachments_cut")]
     + [f"partner.status.{k}" for k in ("new", "acknowledged", "claimed", "closed")]
+    + [f"report.feedback.{k}" for k in ("ask", "useful", "not_useful", "skip", "thanks")]
+    + ["report.within.minutes", "report.within.hours", "report.expect_answer"]
     + [f"report.case_add.{k}" for k in ("offer", "yes", "no", "dropped", "done")] + ["partner.reporter_added"]
     + [f"partner.cases.{k}" for k in ("header", "line", "left", "overdue", "none", "more", "open")]
     + [f"partner.duration.{k}" for k in ("hours", "days")]
@@ -44,7 +46,7 @@ TEXT_KEYS = (
                                 "claimed_by", "caseworker", "no_bot_contact", "relayed", "waiting_for_check", "reporter_answer", "forgotten", "repeat_note")]
 )
 ACTION_NAMES = frozenset({"reports.check_limit", "reports.check_coverage", "reports.submit", "reports.count_only", "reports.status",
-                          "reports.relay_answer", "reports.forget", "reports.case_add"})
+                          "reports.relay_answer", "reports.forget", "reports.case_add", "reports.feedback"})
 
 
 def partners_path(flows_dir: Path) -> Path:
@@ -113,6 +115,13 @@ class ReportsFeature:
             turn.say("report.answer_failed")
         return None
 
+    async def feedback(self, turn: Turn) -> str | None:
+        code = turn.values.pop("feedback_case", None)
+        answer = turn.event.choice.rsplit(":", 1)[-1] if turn.event.choice else ""
+        if code:
+            await self.desk.record_feedback(turn.session, turn.user, str(code), answer)
+        return None
+
     async def forget(self, turn: Turn) -> str | None:
         def tell_partner(report: Report, channel: str, chat: str) -> None:
             """A partner that already holds the case is told, through its own channel."""
@@ -139,6 +148,7 @@ class ReportsFeature:
             "reports.relay_answer": self.relay_answer,
             "reports.forget": self.forget,
             "reports.case_add": self.case_add,
+            "reports.feedback": self.feedback,
         }
 
     async def escalate(self) -> int:

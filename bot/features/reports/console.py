@@ -176,7 +176,7 @@ class PartnerConsole:
             report.status, report.outcome, report.closed_at, report.ack_deadline = "closed", parts[3], now, None
             await self._post(session, report, partner, "partner.closed", code=report.code,
                              outcome=self.desk.texts.get(partner.console_language, f"partner.outcome.{parts[3]}"))
-            await self.desk.tell_reporter(session, report, "report.update_closed")
+            await self.desk.tell_reporter(session, report, "report.update_closed", ask_feedback=True)
             log.info("report %s closed by partner %s: %s", report.id, partner.id, parts[3])
         session.add(report)
         if action in ("ack", "claim", "out"):

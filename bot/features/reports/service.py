@@ -19,6 +19,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.engine.events import split_text, telegram_len
+from bot.engine.flows import callback_data
 from bot.engine.i18n import Translator
 from bot.engine.runner import Turn
 from bot.features.reports.partners import Partner, PartnerBook
@@ -26,8 +27,8 @@ from bot.features.reports.routing import CaseFacts, RouteDecision, next_partner,
 from bot.features.reports.webhook import webhook_payload
 from bot.outbox import PRIORITY_PARTNER, PRIORITY_REPLY, Outbox
 from storage import crypto
-from storage.models import OutboxMessage, User, utcnow
-from storage.reports import CasePost, Report, ReportCount, ReportRoute
+from storage.models import Conversation, OutboxMessage, User, utcnow
+from storage.reports import CasePost, FeedbackCount, Report, ReportCount, ReportRoute
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,8 @@ class ReportDesk:
             if key != "country":  # the receipt shows the numbers of the report's country; the flow clears it after
                 values.pop(key, None)
         values["_covered"] = bool(decisions)
+        if decisions:
+            values.update(self.expected_answer(report, decisions[0].partner, turn.lang))
         turn.values["report_code"] = report.code
         return None
 
@@ -302,13 +305,49 @@ class ReportDesk:
 
     # -- telling the reporter ----------------------------------------------------------------------
 
-    async def tell_reporter(self, session: AsyncSession, report: Report, key: str, **params: object) -> bool:
-        """Send the reporter a message now, if they allowed contact at any time."""
+    async def tell_reporter(self, session: AsyncSession, report: Report, key: str, *, ask_feedback: bool = False,
+                            **params: object) -> bool:
+        """Send the reporter a message now, if they allowed contact at any time. With
+        `ask_feedback`, it ends by asking whether the help was useful (optional, counted only)."""
         if report.reporter_id is None or report.contact_mode != "anytime":
             return False
         reporter = await session.get(User, report.reporter_id)
         if reporter is None or not reporter.reachable:
             return False
-        text = self.texts.get(reporter.lang or report.lang, key, code=report.code, **params)
-        Outbox.add(session, reporter.channel, reporter.address, "message", {"text": text}, priority=PRIORITY_REPLY)
+        lang = reporter.lang or report.lang
+        text = self.texts.get(lang, key, code=report.code, **params)
+        payload: dict[str, Any] = {"text": text}
+        conversation = await session.get(Conversation, reporter.id) if ask_feedback else None
+        if ask_feedback and (conversation is None or conversation.flow in (None, "menu")):
+            # Asked only of someone not in the middle of something: their place is never taken.
+            payload["text"] += "\n\n" + self.texts.get(lang, "report.feedback.ask")
+            payload["buttons"] = [{"data": callback_data("case_feedback", "ask", choice), "label": self.texts.get(lang, f"report.feedback.{choice}")}
+                                  for choice in ("useful", "not_useful", "skip")]
+            payload["columns"] = 1
+            conversation = conversation or Conversation(user_id=reporter.id, vars={})
+            conversation.flow, conversation.step = "case_feedback", "ask"
+            conversation.vars = {**(conversation.vars or {}), "feedback_case": report.code}
+            session.add(conversation)
+        Outbox.add(session, reporter.channel, reporter.address, "message", payload, priority=PRIORITY_REPLY)
+        return True
+
+    def expected_answer(self, report: Report, partner: Partner, lang: str) -> dict[str, str]:
+        """For the receipt: how soon a caseworker usually answers, and when the office is open."""
+        minutes = partner.ack_minutes(report.urgent)
+        within = (self.texts.get(lang, "report.within.minutes", minutes=minutes) if minutes < 120
+                  else self.texts.get(lang, "report.within.hours", hours=round(minutes / 60)))
+        zone = partner.timezone.rsplit("/", 1)[-1].replace("_", " ")
+        return {"answer_within": within, "office_hours": partner.office_hours, "office_zone": zone}
+
+    async def record_feedback(self, session: AsyncSession, reporter: User, code: str, answer: str) -> bool:
+        report = (await session.exec(select(Report).where(Report.code == code, Report.reporter_id == reporter.id))).first()
+        if report is None or report.partner_id is None or answer not in ("useful", "not_useful"):
+            return False
+        month = utcnow().strftime("%Y-%m")
+        row = (await session.exec(select(FeedbackCount).where(
+            FeedbackCount.partner_id == report.partner_id, FeedbackCount.month == month, FeedbackCount.answer == answer))).first()
+        if row is None:
+            row = FeedbackCount(partner_id=report.partner_id, month=month, answer=answer, count=0)
+        row.count += 1
+        session.add(row)
         return True
