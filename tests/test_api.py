@@ -43,6 +43,9 @@ async def test_campaign_staff_create_inspect_and_cancel_a_campaign(api: tuple[Te
     body = {"name": "Harvest season warning", "texts": {"km": "កុំជឿការងារប្រាក់ខែខ្ពស់ងាយៗ", "th": "ระวังงานเงินดีที่ง่ายเกินจริง"},
             "button": {"flow": "scam"}, "audience": {"languages": ["km", "th"]},
             "schedule": {"kind": "weekly", "weekday": "mon", "time": "09:00", "tz": "Asia/Phnom_Penh"}}
+    empty = await client.post("/campaigns", json=body, headers=auth(tokens["staff"]))
+    assert empty.status == 409 and "reaches no subscriber" in (await empty.json())["error"], "no one yet: said, not silently accepted"
+    body["confirm_empty"] = True
     created = await client.post("/campaigns", json=body, headers=auth(tokens["staff"]))
     assert created.status == 201, await created.text()
     campaign = await created.json()
@@ -104,14 +107,15 @@ async def test_other_client_mistakes(api: tuple[TestClient, dict[str, str]]) -> 
 def test_the_openapi_file_is_valid_and_describes_every_route() -> None:
     spec = yaml.safe_load(SPEC.read_text())
     validate(spec)
-    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops if method in ("get", "post")}
+    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops if method in ("get", "post", "patch")}
     routes = {(r.resource.canonical, r.method.lower()) for r in build_api(object()).router.routes()  # type: ignore[arg-type]
-              if r.resource is not None and r.method in ("GET", "POST") and r.resource.canonical != "/openapi.yaml"}
+              if r.resource is not None and r.method in ("GET", "POST", "PATCH") and r.resource.canonical != "/openapi.yaml"}
     assert documented == routes
     assert documented == {("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get"),
                           ("/campaigns", "get"), ("/campaigns", "post"), ("/campaigns/{campaign_id}", "get"),
                           ("/campaigns/{campaign_id}/pause", "post"), ("/campaigns/{campaign_id}/resume", "post"),
-                          ("/campaigns/{campaign_id}/cancel", "post"), ("/partner/cases", "get"), ("/partner/cases/{code}", "get")}
+                          ("/campaigns/{campaign_id}/cancel", "post"), ("/partner/cases", "get"), ("/partner/cases/{code}", "get"),
+                          ("/campaigns/{campaign_id}/figures.csv", "get"), ("/campaigns/{campaign_id}", "patch")}
 
 
 @pytest.mark.parametrize(("body", "says"), [

@@ -426,7 +426,8 @@ async def test_campaigns_lists_pauses_resumes_and_cancels_and_a_stop_cancels_wha
     vi_preview = await admin.expect("Trước khi đi làm xa")
     assert vi_preview.button(vi("broadcast.button.link"))["url"] == "https://example.org/tet"
     await admin.expect(re.escape(en("broadcast.preview_not_sent", languages="Khmer, Lao, Thai, English")))
-    await admin.press(en("broadcast.confirm"))
+    await admin.press(en("broadcast.confirm_empty"))  # no Vietnamese subscriber yet: said, and confirmed as such
+    assert any("reaches no subscriber now" in m.text for m in admin.fake.bot_messages(admin.id))
     created = await admin.expect(re.escape(f"on {next_year}-01-20 08:30 (Asia/Ho_Chi_Minh)"))
     campaign_id = int(re.search(r"#(\d+)", created.text).group(1))  # type: ignore[union-attr]
 
@@ -548,3 +549,113 @@ async def test_staff_composing_a_broadcast_can_type_skip_and_a_sentence_with_ski
     await admin.send("Do not skip the checks before you pay a broker.")
     after = await admin.expect(".")
     assert en("broadcast.ask_text.en") not in after.text, "a sentence that contains 'skip' is the English text"
+
+
+async def test_a_lao_text_typed_in_latin_letters_is_warned_about_and_the_campaigns_figures_are_shown_by_language(
+        running_bot: RunningBot, settled: Settled) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bot.api.app import build_api
+    from storage.broadcasts import Subscription
+
+    core, fake = running_bot.core, running_bot.fake
+    en = texts_of(core, "en")
+    await add_bulk_subscribers(core, fake, [7401, 7402], "km")
+    await add_bulk_subscribers(core, fake, [7403], "lo")
+    fake.users[7402].blocked_bot = True
+    admin = running_bot.user(ADMIN, "en")
+    await admin.start_in(core.texts, "en")
+
+    await admin.send("/broadcast")
+    await admin.expect(re.escape(en("broadcast.ask_name")[:30]))
+    await admin.send("Fake job offers")
+    await admin.expect(shown(en("broadcast.ask_text.km")))
+    await admin.send(KM_TEXT)
+    await admin.expect(shown(en("broadcast.ask_text.lo")))
+    await admin.send("Beware of job offers that promise high pay")  # English typed into the Lao text
+    warned = await admin.expect(re.escape(en("broadcast.script_warning", language="Lao", script="Lao")[:45]))
+    assert "Lao script" in warned.text, "names the language and the script it should be in"
+    assert warned.text.endswith(visible_text(en("broadcast.ask_text.th"))), "a warning, not a block: on to the next language"
+    for lang in ("th", "vi", "en"):
+        await admin.press(en("broadcast.skip"), await admin.expect(shown(en(f"broadcast.ask_text.{lang}"))) if lang != "th" else warned)
+    await admin.press(en("broadcast.button_none"), await admin.expect(re.escape(en("broadcast.ask_button"))))
+    await admin.press(en("broadcast.audience_ok"))
+    await admin.press(en("broadcast.schedule.now"))
+    await admin.press(en("broadcast.confirm"))
+    assert sum("Lao script" in m.text for m in fake.bot_messages(ADMIN)) == 2, "and again with the preview"
+    created = await admin.expect(r"#\d+")
+    campaign_id = int(re.search(r"#(\d+)", created.text).group(1))  # type: ignore[union-attr]
+
+    await feature(core).send_due()
+    await running_bot.user(7401, "km").expect(re.escape(KM_TEXT))
+    await running_bot.user(7403, "lo").expect("Beware of job offers")
+
+    async def nothing_left() -> bool:
+        async with core.db.session() as session:
+            found = await session.get(Campaign, campaign_id)
+            return found is not None and (await feature(core).campaigns.progress(session, found, utcnow())).remaining == 0
+
+    await settled.until(nothing_left)
+    async with core.db.transaction() as session:  # the Lao subscriber opts out after it
+        lao = (await session.exec(select(User).where(User.address == "7403"))).one()
+        row = await session.get(Subscription, lao.id)
+        assert row is not None
+        row.active, row.changed_at = False, utcnow()
+        session.add(row)
+
+    await admin.send("/campaigns")
+    await admin.expect(re.escape(visible_text(en("campaigns.header"))))
+    await admin.send(str(campaign_id))
+    detail = await admin.expect(re.escape(visible_text(en("campaigns.by_language"))[:11]))
+    assert "Khmer: 1 / 0 / 1 / 0 / 0" in detail.text, detail.text
+    assert "Lao: 1 / 0 / 0 / 0 / 1" in detail.text, detail.text
+
+    async with core.db.transaction() as session:
+        token = await feature(core).staff.new_api_token(session, (await session.exec(select(User).where(User.address == str(ADMIN)))).one(), "t")
+    client = TestClient(TestServer(build_api(feature(core))))
+    await client.start_server()
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+        shown_ = await (await client.get(f"/campaigns/{campaign_id}", headers=headers)).json()
+        assert shown_["by_language"]["km"] == {"delivered": 1, "failed": 0, "blocked": 1, "remaining": 0, "opted_out": 0}
+        assert shown_["by_language"]["lo"]["opted_out"] == 1
+        assert any(w.startswith("texts.lo:") for w in shown_["warnings"])
+        csv = await (await client.get(f"/campaigns/{campaign_id}/figures.csv", headers=headers)).text()
+        assert csv.splitlines() == ["language,delivered,failed,blocked,remaining,opted_out", "km,1,0,1,0,0", "lo,1,0,0,0,1"]
+    finally:
+        await client.close()
+
+
+async def test_a_scheduled_campaign_is_edited_until_it_starts_and_the_edit_is_audited(running_bot: RunningBot) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bot.api.app import build_api
+
+    core, fake = running_bot.core, running_bot.fake
+    await add_bulk_subscribers(core, fake, [7501], "th")
+    async with core.db.transaction() as session:
+        admin = User(channel="telegram", address=str(ADMIN), lang="en")
+        session.add(admin)
+        await session.flush()
+        token = await feature(core).staff.new_api_token(session, admin, "t")
+    client = TestClient(TestServer(build_api(feature(core))))
+    await client.start_server()
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+        body = {"name": "Songkran", "texts": {"th": TH_TEXT}, "schedule": {"kind": "once", "at": f"{utcnow().year + 1}-04-10T09:00"}}
+        campaign = await (await client.post("/campaigns", json=body, headers=headers)).json()
+        edited = await client.patch(f"/campaigns/{campaign['id']}", headers=headers,
+                                    json={"texts": {"th": "ระวังงานหลอกช่วงสงกรานต์"}, "schedule": {"kind": "once", "at": f"{utcnow().year + 1}-04-11T09:00"}})
+        assert edited.status == 200, await edited.text()
+        view = await edited.json()
+        assert view["texts"] == {"th": "ระวังงานหลอกช่วงสงกรานต์"} and view["schedule"]["at"].startswith(f"{utcnow().year + 1}-04-11")
+        async with core.db.session() as session:
+            entry = (await session.exec(select(AuditEntry).where(AuditEntry.action == "campaign_edited_api"))).one()
+        assert entry.target == f"campaign:{campaign['id']}:schedule,texts"
+        bad = await client.patch(f"/campaigns/{campaign['id']}", headers=headers, json={"texts": {"xx": "?"}})
+        assert bad.status == 400
+        await client.post(f"/campaigns/{campaign['id']}/cancel", headers=headers)
+        late = await client.patch(f"/campaigns/{campaign['id']}", headers=headers, json={"texts": {"th": "x"}})
+        assert late.status == 409 and "only a scheduled campaign" in (await late.json())["error"]
+    finally:
+        await client.close()

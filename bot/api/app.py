@@ -13,7 +13,8 @@ from aiohttp import web
 
 from bot import metrics
 from bot.features.broadcasts import BroadcastsFeature
-from bot.features.broadcasts.campaigns import CampaignError
+from bot.features.broadcasts.campaigns import CampaignError, validate
+from bot.features.broadcasts.scripts import script_warnings
 from bot.features.reports.case_api import PARTNER, CaseReader, partner_for_token
 from bot.features.reports.case_api import routes as case_routes
 from storage.broadcasts import Campaign
@@ -111,13 +112,52 @@ def _campaign_id(request: web.Request) -> int:
 async def _view(feature: BroadcastsFeature, session: Any, campaign: Campaign) -> dict[str, Any]:
     progress = await feature.campaigns.progress(session, campaign, utcnow())
     return {**progress.as_dict(), "texts": campaign.texts, "button": campaign.button, "audience": campaign.audience,
-            "schedule": campaign.schedule, "paid": campaign.paid, "created_at": campaign.created_at.isoformat()}
+            "schedule": campaign.schedule, "paid": campaign.paid, "created_at": campaign.created_at.isoformat(),
+            "by_language": await feature.campaigns.figures(session, campaign),
+            "warnings": [f"texts.{lang}: most of it is not in the {script} script; check it is the right language"
+                         for lang, script in script_warnings(campaign.texts)]}
+
+
+async def edit_campaign(request: web.Request) -> web.Response:
+    """Texts, audience or time of a scheduled campaign, until it starts; audited."""
+    feature, user = request.app[FEATURE], request[STAFF]
+    body = await _body(request)
+    unknown = set(body) - {"texts", "audience", "schedule"}
+    if unknown or not body:
+        return error(400, f"send any of texts, audience, schedule{'; unknown: ' + ', '.join(sorted(unknown)) if unknown else ''}")
+    wrong = [f"{name} must be an object" for name in body if not isinstance(body[name], dict)]
+    if wrong:
+        return error(400, "; ".join(wrong))
+    async with feature.core.db.transaction() as session:
+        campaign = await session.get(Campaign, _campaign_id(request))
+        if campaign is None:
+            return error(404, "no such campaign")
+        try:
+            await feature.campaigns.edit(session, campaign, texts=body.get("texts"), audience=body.get("audience"), schedule=body.get("schedule"))
+        except CampaignError as exc:
+            return error(409 if "only a scheduled" in str(exc) else 400, str(exc))
+        feature.staff.audit(session, user, "campaign_edited_api", f"campaign:{campaign.id}:{','.join(sorted(body))}")
+        view = await _view(feature, session, campaign)
+    return web.json_response(view)
+
+
+async def campaign_figures_csv(request: web.Request) -> web.Response:
+    feature = request.app[FEATURE]
+    async with feature.core.db.session() as session:
+        campaign = await session.get(Campaign, _campaign_id(request))
+        if campaign is None:
+            return error(404, "no such campaign")
+        figures = await feature.campaigns.figures(session, campaign)
+    lines = ["language,delivered,failed,blocked,remaining,opted_out"]
+    lines += [f"{lang},{f['delivered']},{f['failed']},{f['blocked']},{f['remaining']},{f['opted_out']}" for lang, f in figures.items()]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="campaign-{campaign.id}.csv"'})
 
 
 async def create_campaign(request: web.Request) -> web.Response:
     feature, user = request.app[FEATURE], request[STAFF]
     body = await _body(request)
-    unknown = set(body) - {"name", "texts", "button", "audience", "schedule", "paid"}
+    unknown = set(body) - {"name", "texts", "button", "audience", "schedule", "paid", "confirm_empty"}
     if unknown:
         return error(400, f"unknown field(s): {', '.join(sorted(unknown))}")
     if not isinstance(body.get("texts"), dict):
@@ -130,6 +170,16 @@ async def create_campaign(request: web.Request) -> web.Response:
         return error(400, "; ".join(wrong))
     if body.get("paid") and not feature.core.settings.paid_broadcast:
         return error(400, "paid broadcasts are off on this bot (PAID_BROADCAST); leave out \"paid\" or set it to false")
+    try:  # what is wrong with the campaign itself is said before whom it reaches
+        validate(str(body.get("name") or ""), body["texts"], body.get("button"), body.get("audience") or {},
+                 body.get("schedule") or {"kind": "now"}, utcnow())
+    except CampaignError as exc:
+        return error(400, str(exc))
+    async with feature.core.db.session() as session:
+        probe = Campaign(name="probe", created_by=user.id or 0, texts=body["texts"], audience=body.get("audience") or {}, schedule={})
+        if not await feature.campaigns.reach(session, probe) and body.get("confirm_empty") is not True:
+            return error(409, "this campaign reaches no subscriber now (no one matches its languages and audience); "
+                              "send \"confirm_empty\": true to create it anyway")
     async with feature.core.db.transaction() as session:
         try:
             campaign = await feature.campaigns.create(
@@ -226,6 +276,8 @@ def build_api(feature: BroadcastsFeature, alive: Callable[[], bool] = lambda: Tr
     app.router.add_get("/campaigns", list_campaigns)
     app.router.add_post("/campaigns", create_campaign)
     app.router.add_get("/campaigns/{campaign_id}", show_campaign)
+    app.router.add_patch("/campaigns/{campaign_id}", edit_campaign)
+    app.router.add_get("/campaigns/{campaign_id}/figures.csv", campaign_figures_csv)
     for action in ("pause", "resume", "cancel"):
         app.router.add_post(f"/campaigns/{{campaign_id}}/{action}", change(action))
     app.router.add_routes(case_routes(_case_reader))

@@ -342,6 +342,53 @@ class Campaigns:
                         counts.get("unreachable", 0), remaining,
                         next_slot(campaign, now) if campaign.status in ("scheduled", "running") else None, eta)
 
+    async def reach(self, session: AsyncSession, campaign: Campaign) -> int:
+        """How many subscribers the campaign would reach if it were sent now."""
+        topics = set(campaign.audience.get("topics") or [])
+        rows = (await session.exec(self._recipients(campaign))).all()
+        return sum(1 for row in rows if not topics or topics & set(row[-1] or []))
+
+    async def figures(self, session: AsyncSession, campaign: Campaign) -> dict[str, dict[str, int]]:
+        """Per language of the people it was for: delivered, failed, blocked (the person had
+        blocked the bot), still to send, and opted out since (unsubscribed after its first run)."""
+        runs = (await session.exec(select(CampaignRun).where(CampaignRun.campaign_id == campaign.id))).all()
+        out: dict[str, dict[str, int]] = {lang: {"delivered": 0, "failed": 0, "blocked": 0, "remaining": 0, "opted_out": 0}
+                                          for lang in LANGUAGES if lang in campaign.texts}
+        if not runs:
+            return out
+        names = {"sent": "delivered", "failed": "failed", "unreachable": "blocked", "pending": "remaining", "sending": "remaining",
+                 "held": "remaining"}
+        rows = await session.exec(select(User.lang, OutboxMessage.status, func.count())  # type: ignore[call-overload]
+                                  .join(User, (col(User.channel) == col(OutboxMessage.channel)) & (col(User.address) == col(OutboxMessage.chat)))
+                                  .where(col(OutboxMessage.batch).in_([f"run:{r.id}" for r in runs]))
+                                  .group_by(User.lang, OutboxMessage.status))
+        for lang, status, n in rows:
+            if status in names:
+                out.setdefault(str(lang), {"delivered": 0, "failed": 0, "blocked": 0, "remaining": 0, "opted_out": 0})[names[status]] += n
+        first = min(r.started_at for r in runs if r.started_at is not None) if any(r.started_at for r in runs) else None
+        if first is not None:
+            reached = select(OutboxMessage.chat).where(col(OutboxMessage.batch).in_([f"run:{r.id}" for r in runs]),
+                                                       OutboxMessage.status == "sent")
+            gone = await session.exec(select(User.lang, func.count()).join(Subscription, col(Subscription.user_id) == col(User.id))  # type: ignore[call-overload]
+                                      .where(col(Subscription.active).is_(False), col(Subscription.changed_at) >= first,
+                                             col(User.address).in_(reached)).group_by(User.lang))
+            for lang, n in gone:
+                out.setdefault(str(lang), {"delivered": 0, "failed": 0, "blocked": 0, "remaining": 0, "opted_out": 0})["opted_out"] += n
+        return out
+
+    async def edit(self, session: AsyncSession, campaign: Campaign, *, texts: dict[str, str] | None = None,
+                   audience: dict[str, Any] | None = None, schedule: dict[str, Any] | None = None, now: datetime | None = None) -> Campaign:
+        """Change a scheduled campaign's texts, audience or time until it first starts."""
+        started = (await session.exec(select(CampaignRun.id).where(CampaignRun.campaign_id == campaign.id))).first()
+        if campaign.status != "scheduled" or started is not None:
+            raise CampaignError(f"campaign {campaign.id} has started or is {campaign.status}: only a scheduled campaign can be edited")
+        clean = validate(campaign.name, texts if texts is not None else campaign.texts, campaign.button,
+                         audience if audience is not None else campaign.audience, schedule if schedule is not None else campaign.schedule,
+                         now or utcnow())
+        campaign.texts, campaign.audience, campaign.schedule = clean["texts"], clean["audience"], clean["schedule"]
+        session.add(campaign)
+        return campaign
+
     async def finish_runs(self, session: AsyncSession, now: datetime) -> int:
         """Close runs with nothing left to send and report to the campaign's creator."""
         finished = 0

@@ -23,6 +23,7 @@ from sqlmodel import col, select, update
 from bot.engine.events import Button
 from bot.engine.i18n import LANGUAGES
 from bot.engine.runner import OPEN_FLOW, Action, Turn
+from bot.features.broadcasts.scripts import in_its_script, script_name, script_warnings
 from bot.features.broadcasts import subscribers
 from bot.features.broadcasts.campaigns import BUTTON_FLOWS, DEFAULT_TZ, TOPICS, WEEKDAYS, CampaignError, validate
 from bot.features.broadcasts.staff import ROLES, StaffError
@@ -48,6 +49,7 @@ NAME_LIMIT = 120
 TEXT_LIMIT = 3500
 
 TEXT_KEYS: tuple[str, ...] = (
+    "broadcast.script_warning", "broadcast.zero_audience", "broadcast.confirm_empty", "campaigns.by_language", "campaigns.language_line",
     # subscribers
     "subscribe.subscribed", "subscribe.no_topic", "subscribe.nothing", "subscribe.stopped", "subscribe.was_not_subscribed",
     # staff
@@ -274,6 +276,8 @@ class ChatActions:
             turn.say("broadcast.too_long", count=len(text), limit=TEXT_LIMIT)
             return f"text_{lang}"
         turn.values[f"bc_text_{lang}"] = text or None
+        if text and not in_its_script(lang, text):  # a warning, not a block: a name or a link may be in Latin letters
+            turn.say("broadcast.script_warning", language=turn.text(f"broadcast.language.{lang}"), script=script_name(lang) or "")
         following = LANGUAGES[LANGUAGES.index(lang) + 1:] if lang in LANGUAGES else ()
         if following:
             return f"text_{following[0]}"
@@ -424,9 +428,7 @@ class ChatActions:
     async def _matching(self, turn: Turn, spec: dict[str, Any]) -> int:
         """How many subscribers the campaign would reach if it were sent now."""
         probe = Campaign(name=spec["name"], created_by=turn.user.id or 0, texts=spec["texts"], audience=spec["audience"], schedule={})
-        topics = set(spec["audience"].get("topics") or [])
-        rows = (await turn.session.exec(self.campaigns._recipients(probe))).all()
-        return sum(1 for row in rows if not topics or topics & set(row[-1] or []))
+        return await self.campaigns.reach(turn.session, probe)
 
     async def preview(self, turn: Turn) -> str | None:
         spec = self._spec(turn)
@@ -452,10 +454,12 @@ class ChatActions:
         button_text = (turn.text("broadcast.button_none_short") if not button
                        else turn.text(f"broadcast.button.{button['flow']}") if button.get("flow")
                        else turn.text("broadcast.button_link_short", url=_escape(button["url"])))
+        count = await self._matching(turn, spec)
         turn.say("broadcast.preview_summary", audience=self._describe_audience(turn, spec["audience"]),
-                 schedule=self._describe_schedule(turn, spec["schedule"]), button=button_text,
-                 count=await self._matching(turn, spec))
-        return None
+                 schedule=self._describe_schedule(turn, spec["schedule"]), button=button_text, count=count)
+        for lang, script in script_warnings(spec["texts"]):
+            turn.say("broadcast.script_warning", language=turn.text(f"broadcast.language.{lang}"), script=script)
+        return "confirm_empty" if count == 0 else None
 
     async def create(self, turn: Turn) -> str | None:
         if not await self.staff.can_broadcast(turn.session, turn.user):
@@ -528,7 +532,12 @@ class ChatActions:
             turn.say("campaigns.not_found", id=_escape(picked))
             return "pick"
         turn.values["cm_id"], turn.values["cm_status"] = campaign.id, campaign.status
-        turn.say_html(await self._line(turn, campaign, "campaigns.detail"))
+        detail = await self._line(turn, campaign, "campaigns.detail")
+        figures = await self.campaigns.figures(turn.session, campaign)
+        if figures:
+            detail += "\n\n" + turn.text("campaigns.by_language") + "\n" + "\n".join(
+                turn.text("campaigns.language_line", language=turn.text(f"broadcast.language.{lang}"), **f) for lang, f in figures.items())
+        turn.say_html(detail)
         return None
 
     async def campaign_action(self, turn: Turn) -> str | None:
