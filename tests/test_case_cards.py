@@ -232,3 +232,22 @@ async def test_the_receipt_says_when_to_expect_an_answer_and_closing_says_what_n
     async with core.db.session() as session:
         counts = (await session.exec(select(FeedbackCount))).all()
     assert [(c.partner_id, c.answer, c.count) for c in counts] == [("demo_bangkok", "useful", 1)], "a count per partner, nothing else"
+
+
+async def test_a_khmer_reporter_adds_a_voice_note_to_an_open_case_and_it_reaches_the_thread(running_bot: RunningBot) -> None:
+    fake, texts = running_bot.fake, running_bot.core.texts
+    km = lambda key, **p: texts.get("km", key, **p)  # noqa: E731
+    partner_groups(fake)
+    code = await file_report(running_bot, 6601, "km", "ក្រុមហ៊ុនមិនបើកប្រាក់ខែបីខែហើយ")
+    card = await in_group(fake, BANGKOK, code)
+    user = running_bot.user(6601, "km")
+    user.seen = len(fake.messages.get(6601, []))
+
+    await fake.user_sends_voice(6601, "VOICE-NOTE-1", caption="សំឡេងរបស់មេការ")
+    offer = await user.expect(re.escape(km("report.case_add.offer", case_add_code=code).split("<")[0]))
+    await user.press(km("report.case_add.yes"), offer)
+    await user.expect(re.escape(km("report.case_add.done", code="X").split("<")[0]))
+    note = await in_group(fake, BANGKOK, f"The reporter added to case {code}")
+    assert "សំឡេងរបស់មេការ" in note.text and note.reply_to == card.message_id
+    voice = await fake.wait_for(lambda: next((m for m in fake.bot_messages(BANGKOK) if m.media and m.media["file_id"] == "VOICE-NOTE-1"), None))
+    assert voice.media["kind"] == "voice" and voice.reply_to == card.message_id

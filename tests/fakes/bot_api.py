@@ -474,6 +474,11 @@ class FakeBotApi:
         photo = [{"file_id": file_id, "file_unique_id": file_id + "-u", "width": 800, "height": 600}]
         return await self.push_update({"update_id": next(self._update_ids), "message": self._user_message(user_id, user_id, photo=photo)})
 
+    async def user_sends_voice(self, user_id: int, file_id: str, caption: str | None = None) -> int:
+        voice = {"file_id": file_id, "file_unique_id": file_id + "-u", "duration": 12, "mime_type": "audio/ogg"}
+        extra = {"caption": caption} if caption else {}
+        return await self.push_update({"update_id": next(self._update_ids), "message": self._user_message(user_id, user_id, voice=voice, **extra)})
+
     async def user_sends_contact(self, user_id: int, phone: str) -> int:
         contact = {"phone_number": phone, "first_name": self.users[user_id].first_name, "user_id": user_id}
         return await self.push_update({"update_id": next(self._update_ids), "message": self._user_message(user_id, user_id, contact=contact)})
