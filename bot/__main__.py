@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from bot import features
-from bot.app import StartupError, configure_logging, rotate_keys, run_telegram, run_terminal
+from bot.app import StartupError, configure_logging, rotate_keys, run_telegram, run_terminal, run_web
 from bot.outbox import CannotContinue
 from bot.check import check_project, format_report
 from bot.settings import PROJECT_ROOT, SettingsError, load_settings
@@ -21,6 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="run the Telegram bot (long polling); needs TELEGRAM_BOT_TOKEN",
                    description="Run the Telegram bot with long polling. Settings come from the environment (see README).")
+    sub.add_parser("web", help="serve the web chat (no Telegram needed) at http://API_HOST:API_PORT/",
+                   description="The web chat alone: the same journeys in a browser, served by the bot's HTTP server. "
+                               "`run` serves it too, next to Telegram (WEB_CHAT=false turns it off).")
     chat = sub.add_parser("chat", help="talk to the bot in this terminal, no Telegram needed",
                           description="A conversation in the terminal with the same engine and database as the Telegram bot.")
     chat.add_argument("--lang", choices=["km", "lo", "th", "vi", "en"], help="the language to talk in (default: ask)")
@@ -70,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         report = check_project(settings.flows_dir, settings.locales_dir, settings.private_files())
         print(format_report(report))
         return 0 if report.ok else 1
-    configure_logging(settings.log_level if args.command == "run" or settings.telegram_bot_token else "WARNING", settings.log_format)
+    configure_logging(settings.log_level if args.command in ("run", "web") or settings.telegram_bot_token else "WARNING", settings.log_format)
     try:
+        if args.command == "web":
+            asyncio.run(run_web(settings))
+            return 0
         if args.command == "chat" or (args.command is None and not settings.telegram_bot_token):
             asyncio.run(run_terminal(settings, user=getattr(args, "user", "local"), lang=getattr(args, "lang", None)))
             return 0

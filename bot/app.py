@@ -34,6 +34,9 @@ class StartupError(Exception):
     """The bot cannot start as configured; the message says what to change."""
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass
 class Core:
     settings: Settings
@@ -113,6 +116,12 @@ async def run_telegram(settings: Settings) -> None:
                               webhook=webhook, shared_rate=core.db.is_postgres)
     api = None
     senders = [sender for feature in features.modules() if hasattr(feature, "senders") for sender in feature.senders(core)]
+    web_chat = None
+    if settings.web_chat and settings.serves_http:
+        from bot.channels.web import WebChat
+
+        web_chat = WebChat(core.conversations, core.outbox, core.texts, origins=settings.embedding_origins)
+        senders.append(web_chat.sender)
     running: list[asyncio.Task[None]] = []
 
     def alive() -> bool:
@@ -124,7 +133,8 @@ async def run_telegram(settings: Settings) -> None:
 
         try:
             api = await serve(broadcasts(core), settings.api_host, settings.api_port, alive,
-                              (urlsplit(webhook[0]).path, channel.on_webhook) if webhook else None, socket=settings.api_socket)
+                              (urlsplit(webhook[0]).path, channel.on_webhook) if webhook else None, socket=settings.api_socket,
+                              web_chat=web_chat)
         except OSError as exc:
             await core.close()
             raise StartupError(f"the staff API cannot listen on {settings.http_address} ({exc.strerror or exc}); "
@@ -145,6 +155,40 @@ async def run_telegram(settings: Settings) -> None:
         if api is not None:
             await api.cleanup()
         await clock.stop()
+        for sender, task in zip(senders, running, strict=True):
+            await sender.stop(task)
+        await core.close()
+
+
+async def run_web(settings: Settings) -> None:
+    """The web chat alone (no Telegram): the bot's HTTP server with the chat at its root."""
+    from bot.api.app import serve
+    from bot.channels.web import WebChat
+    from bot.features.broadcasts import feature as broadcasts
+
+    if not settings.serves_http:
+        raise StartupError("the web chat is served on API_HOST:API_PORT (or API_SOCKET); API_PORT=0 turns that server off")
+    core = await build_core(settings)
+    web_chat = WebChat(core.conversations, core.outbox, core.texts, origins=settings.embedding_origins)
+    senders = [web_chat.sender, *(s for f in features.modules() if hasattr(f, "senders") for s in f.senders(core))]
+    stopping = asyncio.Event()
+    running = [asyncio.create_task(supervise(f"{sender.channel} sender", sender.run)) for sender in senders]
+    try:
+        api = await serve(broadcasts(core), settings.api_host, settings.api_port, lambda: all(not t.done() for t in running),
+                          socket=settings.api_socket, web_chat=web_chat)
+    except OSError as exc:
+        for sender, task in zip(senders, running, strict=True):
+            await sender.stop(task)
+        await core.close()
+        raise StartupError(f"the web chat cannot listen on {settings.http_address} ({exc.strerror or exc})") from exc
+    log.info("web chat on %s", settings.http_address)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        await api.cleanup()
         for sender, task in zip(senders, running, strict=True):
             await sender.stop(task)
         await core.close()

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     api_socket: str | None = Field(
         default=None, description="Serve the HTTP server on this Unix socket instead of API_HOST:API_PORT (a proxy on the same machine).")
 
+    web_chat: bool = Field(default=True, description="Serve the web chat at the root of the HTTP server (API_HOST:API_PORT).")
+    web_chat_origins: str = Field(default="", description="Sites that may embed the web chat in a frame, comma-separated, e.g. https://ngo.example.org.")
+
+    @property
+    def embedding_origins(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in self.web_chat_origins.split(",") if o.strip().startswith("https://"))
+
     @property
     def serves_http(self) -> bool:
         return bool(self.api_socket or self.api_port)

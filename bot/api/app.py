@@ -55,6 +55,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 PUBLIC = frozenset({"/openapi.yaml", "/healthz", "/readyz", "/metrics"})
 PARTNER_PREFIX = "/partner/"
+WEB_CHAT = web.AppKey("web_chat", object)
+
+
+def is_web_chat(path: str) -> bool:
+    return path in ("/", "/chat") or path.startswith("/chat/")
 ALIVE = web.AppKey("alive", Callable[[], bool])
 WEBHOOK_PATH = web.AppKey("webhook_path", str)
 Webhook = tuple[str, Handler]  # the path Telegram posts to, and what takes the update (it checks the secret itself)
@@ -62,7 +67,7 @@ Webhook = tuple[str, Handler]  # the path Telegram posts to, and what takes the 
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC or request.path == request.app.get(WEBHOOK_PATH):
+    if request.path in PUBLIC or request.path == request.app.get(WEBHOOK_PATH) or (WEB_CHAT in request.app and is_web_chat(request.path)):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
@@ -262,8 +267,12 @@ async def metrics_page(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-def build_api(feature: BroadcastsFeature, alive: Callable[[], bool] = lambda: True, webhook: Webhook | None = None) -> web.Application:
+def build_api(feature: BroadcastsFeature, alive: Callable[[], bool] = lambda: True, webhook: Webhook | None = None,
+              web_chat: Any = None) -> web.Application:
     app = web.Application(middlewares=[json_errors, bearer_auth])
+    if web_chat is not None:
+        app[WEB_CHAT] = web_chat
+        app.router.add_routes(web_chat.routes())
     app[FEATURE] = feature
     app[ALIVE] = alive
     if webhook is not None:
@@ -292,8 +301,8 @@ def _case_reader(request: web.Request) -> tuple[CaseReader, Any]:
 
 
 async def serve(feature: BroadcastsFeature, host: str, port: int, alive: Callable[[], bool] = lambda: True,
-                webhook: Webhook | None = None, *, socket: str | None = None) -> web.AppRunner:
-    runner = web.AppRunner(build_api(feature, alive, webhook), handle_signals=False)
+                webhook: Webhook | None = None, *, socket: str | None = None, web_chat: Any = None) -> web.AppRunner:
+    runner = web.AppRunner(build_api(feature, alive, webhook, web_chat), handle_signals=False)
     await runner.setup()
     try:
         if socket:

@@ -1,0 +1,209 @@
+"""The web chat: the same engine, flows and storage in a browser, for people who cannot use
+Telegram (blocked in Vietnam; LINE and Zalo elsewhere; a shared phone at a drop-in centre).
+
+A browser holds an anonymous session id (random, in its own storage; no cookie); that id is
+the person's address on the "web" channel. Messages go both ways over a WebSocket, or, where
+WebSockets are blocked, by POST and long polling. What the bot says goes through the outbox
+like every channel's: a row for a session with no page open waits until one connects.
+Everything a person types is handled as text; the page renders the bot's few HTML tags
+itself and never inserts HTML it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from bot.conversation import Conversations
+from bot.engine.events import Event, Message
+from bot.engine.i18n import SOURCE_LANGUAGE, Translator
+from bot.inbox import ChatPace
+from bot.outbox import Outbox, RetryLater, Sender
+from storage.models import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "web"
+STATIC = Path(__file__).with_name("web_static")
+SESSION = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+TEXT_LIMIT = 4000
+POLL_SECONDS = 25.0
+LANGS = ("km", "lo", "th", "vi", "en", "my")
+
+
+class WebChat:
+    def __init__(self, conversations: Conversations, outbox: Outbox, texts: Translator, *, origins: tuple[str, ...] = (),
+                 per_address: tuple[float, int] = (5.0, 30)) -> None:
+        self.conversations = conversations
+        self.texts = texts
+        self.origins = origins
+        self.sender = Sender(outbox, CHANNEL, self.deliver, idle_poll=1.0)
+        self.sockets: defaultdict[str, set[web.WebSocketResponse]] = defaultdict(set)
+        self.mailboxes: defaultdict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=50))
+        self.arrived: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self.pollers: defaultdict[str, int] = defaultdict(int)
+        self.session_pace = ChatPace(rate=2.0, burst=8)
+        self.address_pace = ChatPace(rate=per_address[0], burst=per_address[1])
+
+    # -- what the bot says -------------------------------------------------------------------------
+
+    async def deliver(self, row: OutboxMessage, payload: dict[str, Any]) -> str | None:
+        """To the session's open page; with none open, the row waits (not a failed attempt)."""
+        if row.kind == "message":
+            message = Message.from_payload(payload)
+            item: dict[str, Any] = {"kind": "message", "ref": str(row.id), "text": message.text, "columns": message.columns,
+                                    "buttons": [{"label": b.label, "data": b.data, "url": b.url} for b in message.buttons],
+                                    "nav": [{"label": b.label, "data": b.data} for b in message.nav]}
+        elif row.kind == "delete":
+            item = {"kind": "delete", "ref": str(payload["message_id"])}
+        elif row.kind in ("clear_buttons",):
+            item = {"kind": "clear_buttons", "ref": str(payload["message_id"])}
+        else:
+            return None  # what only another channel needs (a command menu, a callback answer)
+        if not self.sockets.get(row.chat) and not self.pollers.get(row.chat):
+            raise RetryLater(2.0, waiting=True)
+        for socket in list(self.sockets.get(row.chat, ())):
+            try:
+                await socket.send_json(item)
+            except ConnectionError:
+                self.sockets[row.chat].discard(socket)
+        if self.pollers.get(row.chat):
+            self.mailboxes[row.chat].append(item)
+            self.arrived[row.chat].set()
+        return item["ref"] if item["kind"] == "message" else None
+
+    # -- what the person does ----------------------------------------------------------------------
+
+    def event_for(self, session: str, data: dict[str, Any], lang: str | None) -> Event | None:
+        base: dict[str, Any] = dict(channel=CHANNEL, address=session, client_lang=lang if lang in LANGS else None)
+        if isinstance(data.get("choice"), str) and data["choice"]:
+            ref = data.get("ref")
+            return Event(**base, choice=data["choice"][:64], message_ref=str(ref) if isinstance(ref, (str, int)) else None)
+        text = data.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return None
+        text = text[:TEXT_LIMIT]
+        if text.startswith("/"):
+            head, _, args = text[1:].partition(" ")
+            return Event(**base, command=head.lower()[:32], args=args.strip())
+        return Event(**base, text=text)
+
+    async def take(self, session: str, address: str, data: dict[str, Any], lang: str | None) -> str | None:
+        """Handle one thing the person did; None, or why it was refused."""
+        event = self.event_for(session, data, lang)
+        if event is None:
+            return "empty"
+        if self.address_pace.wait_needed(address) > 0 or self.session_pace.wait_needed(session) > 0:
+            return "slow_down"
+        await self.conversations.handle(event)
+        return None
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+
+    def _session(self, value: object) -> str:
+        if not isinstance(value, str) or not SESSION.match(value):
+            raise web.HTTPBadRequest(text='{"error": "a session id of 22 to 64 URL-safe characters"}', content_type="application/json")
+        return value
+
+    @staticmethod
+    def _address(request: web.Request) -> str:
+        return request.remote or "-"
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        session = self._session(request.query.get("session"))
+        lang = request.query.get("lang")
+        socket = web.WebSocketResponse(heartbeat=25.0, max_msg_size=16_384)
+        await socket.prepare(request)
+        self.sockets[session].add(socket)
+        self.sender.outbox.notify()  # rows that waited for this page
+        try:
+            async for message in socket:
+                if message.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = message.json()
+                except ValueError:
+                    continue
+                if isinstance(data, dict):
+                    refused = await self.take(session, self._address(request), data, lang)
+                    if refused == "slow_down":
+                        await socket.send_json({"kind": "slow_down"})
+        finally:
+            self.sockets[session].discard(socket)
+            if not self.sockets[session]:
+                del self.sockets[session]
+        return socket
+
+    async def send(self, request: web.Request) -> web.Response:
+        """The fallback where WebSockets are blocked: one action by POST."""
+        data = await request.json()
+        if not isinstance(data, dict):
+            raise web.HTTPBadRequest(text='{"error": "a JSON object"}', content_type="application/json")
+        session = self._session(data.get("session"))
+        refused = await self.take(session, self._address(request), data, data.get("lang") if isinstance(data.get("lang"), str) else None)
+        return web.json_response({"ok": refused is None, **({"error": refused} if refused else {})}, status=429 if refused == "slow_down" else 200)
+
+    async def poll(self, request: web.Request) -> web.Response:
+        """Long polling: what the bot said since, waiting up to 25 s for something."""
+        session = self._session(request.query.get("session"))
+        self.pollers[session] += 1
+        self.sender.outbox.notify()
+        try:
+            if not self.mailboxes[session]:
+                self.arrived[session].clear()
+                try:
+                    await asyncio.wait_for(self.arrived[session].wait(), POLL_SECONDS)
+                except TimeoutError:
+                    pass
+            items = list(self.mailboxes[session])
+            self.mailboxes[session].clear()
+        finally:
+            self.pollers[session] -= 1
+            if not self.pollers[session]:
+                del self.pollers[session]
+                self.arrived.pop(session, None)
+                if not self.mailboxes.get(session):
+                    self.mailboxes.pop(session, None)
+        return web.json_response({"items": items})
+
+    def headers(self) -> dict[str, str]:
+        """No third-party anything; framed only by the origins an NGO listed."""
+        ancestors = " ".join(("'self'", *self.origins))
+        return {"Content-Security-Policy": f"default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "
+                                           f"script-src 'self'; frame-ancestors {ancestors}; base-uri 'none'; form-action 'none'",
+                "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+    def page(self, name: str, content_type: str) -> Any:
+        body = (STATIC / name).read_bytes()
+
+        async def serve(_request: web.Request) -> web.Response:
+            return web.Response(body=body, content_type=content_type, charset="utf-8", headers=self.headers())
+
+        return serve
+
+    async def page_texts(self, request: web.Request) -> web.Response:
+        """The page's own words (the input's placeholder, the quick-exit button), from the locales."""
+        lang = request.query.get("lang", "")
+        lang = lang if lang in self.texts.languages else SOURCE_LANGUAGE
+        return web.json_response({"lang": lang, **{key: self.texts.get(lang, f"web.{key}") for key in ("placeholder", "send", "quick_exit", "quick_exit_hint")}},
+                                 headers=self.headers())
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/", self.page("index.html", "text/html")), web.get("/chat", self.page("index.html", "text/html")),
+                web.get("/chat/app.js", self.page("app.js", "application/javascript")),
+                web.get("/chat/app.css", self.page("app.css", "text/css")),
+                web.get("/chat/embed.js", self.page("embed.js", "application/javascript")),
+                web.get("/chat/away", self.page("away.html", "text/html")),
+                web.get("/chat/texts", self.page_texts), web.get("/chat/ws", self.websocket), web.post("/chat/send", self.send), web.get("/chat/poll", self.poll)]
+
+
+def new_session_id() -> str:
+    """For tests and tools: what a browser makes for itself (crypto.getRandomValues)."""
+    return secrets.token_urlsafe(24)
