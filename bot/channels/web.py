@@ -16,17 +16,19 @@ import logging
 import re
 import secrets
 from collections import defaultdict, deque
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from sqlmodel import col, update
 
 from bot.conversation import Conversations
 from bot.engine.events import Event, Message
 from bot.engine.i18n import SOURCE_LANGUAGE, Translator
 from bot.inbox import ChatPace
 from bot.outbox import Outbox, RetryLater, Sender
-from storage.models import OutboxMessage
+from storage.models import OutboxMessage, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ STATIC = Path(__file__).with_name("web_static")
 SESSION = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
 TEXT_LIMIT = 4000
 POLL_SECONDS = 25.0
+WAIT_FOR_PAGE = 60.0
 LANGS = ("km", "lo", "th", "vi", "en", "my")
 
 
@@ -44,7 +47,8 @@ class WebChat:
         self.conversations = conversations
         self.texts = texts
         self.origins = origins
-        self.sender = Sender(outbox, CHANNEL, self.deliver, idle_poll=1.0)
+        # A page closed for good leaves rows behind; they are given up after a day.
+        self.sender = Sender(outbox, CHANNEL, self.deliver, idle_poll=1.0, max_age=timedelta(days=1))
         self.sockets: defaultdict[str, set[web.WebSocketResponse]] = defaultdict(set)
         self.mailboxes: defaultdict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=50))
         self.arrived: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
@@ -68,7 +72,7 @@ class WebChat:
         else:
             return None  # what only another channel needs (a command menu, a callback answer)
         if not self.sockets.get(row.chat) and not self.pollers.get(row.chat):
-            raise RetryLater(2.0, waiting=True)
+            raise RetryLater(WAIT_FOR_PAGE, waiting=True)  # made due again as soon as a page opens (`_page_opened`)
         for socket in list(self.sockets.get(row.chat, ())):
             try:
                 await socket.send_json(item)
@@ -78,6 +82,15 @@ class WebChat:
             self.mailboxes[row.chat].append(item)
             self.arrived[row.chat].set()
         return item["ref"] if item["kind"] == "message" else None
+
+    async def _page_opened(self, session: str) -> None:
+        """What waited for this session's page is due now."""
+        outbox = self.sender.outbox
+        async with outbox.db.transaction() as db_session:
+            await db_session.exec(update(OutboxMessage).where(  # type: ignore[call-overload]
+                col(OutboxMessage.channel) == CHANNEL, col(OutboxMessage.chat) == session, col(OutboxMessage.status) == "pending",
+            ).values(not_before=utcnow()))
+        outbox.notify()
 
     # -- what the person does ----------------------------------------------------------------------
 
@@ -122,7 +135,7 @@ class WebChat:
         socket = web.WebSocketResponse(heartbeat=25.0, max_msg_size=16_384)
         await socket.prepare(request)
         self.sockets[session].add(socket)
-        self.sender.outbox.notify()  # rows that waited for this page
+        await self._page_opened(session)
         try:
             async for message in socket:
                 if message.type != WSMsgType.TEXT:
@@ -154,7 +167,7 @@ class WebChat:
         """Long polling: what the bot said since, waiting up to 25 s for something."""
         session = self._session(request.query.get("session"))
         self.pollers[session] += 1
-        self.sender.outbox.notify()
+        await self._page_opened(session)
         try:
             if not self.mailboxes[session]:
                 self.arrived[session].clear()
