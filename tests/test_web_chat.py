@@ -50,7 +50,8 @@ class Page:
         self.socket: Any = None
 
     async def open(self) -> Page:
-        self.socket = await self.client.ws_connect(f"/chat/ws?session={self.session}&lang={self.lang}")
+        self.socket = await self.client.ws_connect(f"/chat/ws?lang={self.lang}")
+        await self.socket.send_json({"session": self.session})  # first, and never in the URL (access logs)
         return self
 
     async def say(self, **data: Any) -> None:
@@ -105,8 +106,7 @@ async def test_where_websockets_are_blocked_the_page_sends_by_post_and_long_poll
     client, _ = web_chat
     vi = lambda key, **p: core.texts.get("vi", key, **p)  # noqa: E731
     session = new_session_id()
-    poll = asyncio.create_task(client.get(f"/chat/poll?session={session}"))
-    await asyncio.sleep(0)  # the poll is waiting before anything is said
+    poll = asyncio.create_task(client.post("/chat/poll", json={"session": session}))
     sent = await client.post("/chat/send", json={"session": session, "lang": "vi", "text": "/start"})
     assert sent.status == 200
     items = (await (await poll).json())["items"]

@@ -130,10 +130,16 @@ class WebChat:
         return request.remote or "-"
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        session = self._session(request.query.get("session"))
+        """The session id comes in the first message, not in the URL: URLs end up in access logs."""
         lang = request.query.get("lang")
         socket = web.WebSocketResponse(heartbeat=25.0, max_msg_size=16_384)
         await socket.prepare(request)
+        try:
+            hello = await socket.receive_json(timeout=30)
+            session = self._session(hello.get("session") if isinstance(hello, dict) else None)
+        except (TypeError, ValueError, TimeoutError, web.HTTPBadRequest):
+            await socket.close(code=4400, message=b"send {\"session\": ID} first")
+            return socket
         self.sockets[session].add(socket)
         await self._page_opened(session)
         try:
@@ -165,7 +171,8 @@ class WebChat:
 
     async def poll(self, request: web.Request) -> web.Response:
         """Long polling: what the bot said since, waiting up to 25 s for something."""
-        session = self._session(request.query.get("session"))
+        data = await request.json()
+        session = self._session(data.get("session") if isinstance(data, dict) else None)
         self.pollers[session] += 1
         await self._page_opened(session)
         try:
@@ -214,7 +221,7 @@ class WebChat:
                 web.get("/chat/app.css", self.page("app.css", "text/css")),
                 web.get("/chat/embed.js", self.page("embed.js", "application/javascript")),
                 web.get("/chat/away", self.page("away.html", "text/html")),
-                web.get("/chat/texts", self.page_texts), web.get("/chat/ws", self.websocket), web.post("/chat/send", self.send), web.get("/chat/poll", self.poll)]
+                web.get("/chat/texts", self.page_texts), web.get("/chat/ws", self.websocket), web.post("/chat/send", self.send), web.post("/chat/poll", self.poll)]
 
 
 def new_session_id() -> str:

@@ -115,7 +115,8 @@
   function flush() { var waiting = queue; queue = []; waiting.forEach(send); }
 
   function poll() {
-    fetch("/chat/poll?session=" + encodeURIComponent(session)).then(function (r) { return r.json(); }).then(function (body) {
+    fetch("/chat/poll", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ session: session }) })
+      .then(function (r) { return r.json(); }).then(function (body) {
       (body.items || []).forEach(shown);
       poll();
     }, function () { setTimeout(poll, 3000); });
@@ -125,10 +126,10 @@
     var opened = false;
     try {
       socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host +
-        "/chat/ws?session=" + encodeURIComponent(session) + "&lang=" + encodeURIComponent(lang));
+        "/chat/ws?lang=" + encodeURIComponent(lang));
     } catch (e) { socket = null; }
     if (!socket) { polling = true; poll(); flush(); return; }
-    socket.onopen = function () { opened = true; flush(); };
+    socket.onopen = function () { opened = true; socket.send(JSON.stringify({ session: session })); flush(); };
     socket.onmessage = function (e) { shown(JSON.parse(e.data)); };
     socket.onclose = function () {
       socket = null;
