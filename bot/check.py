@@ -19,6 +19,7 @@ from bot.engine.events import MAX_MESSAGE_CHARS
 from bot.engine.flows import FlowSet, load_flows, text_keys
 from bot.engine.i18n import CODE_KEYS, LANGUAGES, SOURCE_LANGUAGE, Locale, load_locale, placeholders
 from bot.engine.markup import html_problems
+from bot.engine.myanmar import is_zawgyi
 from bot.engine.understand import Understander
 from bot.engine.yamlfile import ContentError, Problem
 
@@ -26,8 +27,9 @@ SCRIPT_RANGES = {
     "km": ((0x1780, 0x17FF), (0x19E0, 0x19FF)),
     "lo": ((0x0E80, 0x0EFF),),
     "th": ((0x0E00, 0x0E7F),),
+    "my": ((0x1000, 0x109F), (0xAA60, 0xAA7F), (0xA9E0, 0xA9FF)),
 }
-SCRIPT_NAMES = {"km": "Khmer", "lo": "Lao", "th": "Thai", "vi": "Vietnamese", "en": "English"}
+SCRIPT_NAMES = {"km": "Khmer", "lo": "Lao", "th": "Thai", "vi": "Vietnamese", "en": "English", "my": "Burmese"}
 COMMAND_DESCRIPTION_LIMIT = 256
 _NOISE = re.compile(r"<[^>]+>|\{\w+\}|https?://\S+|[\w.-]+\.(?:com|org|net|gov|int|vn|kh|la|th|mm|go\.th)\S*")
 
@@ -45,6 +47,8 @@ def script_problem(lang: str, text: str) -> str | None:
     letters = _letters(text)
     if len(letters) < 4:
         return None
+    if lang == "my" and is_zawgyi(text):
+        return "written in Zawgyi, not Unicode (most phones show it as garbage): retype it with a Unicode keyboard"
     if lang in SCRIPT_RANGES:
         native = sum(_in(ch, SCRIPT_RANGES[lang]) for ch in letters)
         if native / len(letters) < 0.4:

@@ -47,3 +47,11 @@ async def test_a_report_typed_in_zawgyi_is_stored_in_unicode_and_the_tip_comes_o
         user = (await session.exec(select(User).where(User.address == "mm-1"))).one()
         conversation = await session.get(Conversation, user.id)
         assert conversation is not None and conversation.vars.get("_zawgyi_told") is True
+
+
+def test_check_refuses_a_burmese_text_in_zawgyi_or_in_another_script() -> None:
+    from bot.check import script_problem
+
+    assert script_problem("my", "ေက်းဇူးတင္ပါတယ္၊ ကူညီေပးပါမယ္") is not None, "Zawgyi"
+    assert script_problem("my", "Thank you, we will help you") is not None, "English left untranslated"
+    assert script_problem("my", "ကျေးဇူးတင်ပါတယ်၊ ကူညီပေးပါမယ်။ {code} ကို /status နဲ့ ကြည့်ပါ") is None
