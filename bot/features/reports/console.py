@@ -258,13 +258,21 @@ class PartnerConsole:
             session.add(m)
         return True
 
-    async def answer_from_reporter(self, session: AsyncSession, reporter: User, code: str, text: str) -> bool:
+    async def _open_case(self, session: AsyncSession, reporter: User, code: str) -> tuple[Report, Partner] | None:
+        """The reporter's own open case and the partner holding it, if the partner can be written to."""
         report = (await session.exec(select(Report).where(Report.code == code, Report.reporter_id == reporter.id))).first()
-        if report is None or report.status == "closed" or report.partner_id is None:
-            return False
+        if report is None or report.status == "closed" or report.partner_id is None or report.id is None:
+            return None
         partner = self.desk.book.partners.get(report.partner_id)
         if partner is None or partner.telegram_chat_id is None:
+            return None
+        return report, partner
+
+    async def answer_from_reporter(self, session: AsyncSession, reporter: User, code: str, text: str) -> bool:
+        found = await self._open_case(session, reporter, code)
+        if found is None:
             return False
+        report, partner = found
         assert report.id is not None
         session.add(CaseMessage(report_id=report.id, direction="to_partner", body=text, status="queued"))
         await self._post(session, report, partner, "partner.reporter_answer", code=report.code, text=html.escape(text))
@@ -275,12 +283,10 @@ class PartnerConsole:
                                 attachments: list[dict[str, str]]) -> bool:
         """What the reporter added to their open case, posted in the case's thread: the words,
         then each file as a reply to the card."""
-        report = (await session.exec(select(Report).where(Report.code == code, Report.reporter_id == reporter.id))).first()
-        if report is None or report.status == "closed" or report.partner_id is None:
+        found = await self._open_case(session, reporter, code)
+        if found is None:
             return False
-        partner = self.desk.book.partners.get(report.partner_id)
-        if partner is None or partner.telegram_chat_id is None:
-            return False
+        report, partner = found
         assert report.id is not None
         session.add(CaseMessage(report_id=report.id, direction="to_partner", body=text or None, status="queued"))
         await self._post(session, report, partner, "partner.reporter_added", code=report.code,
