@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
                                "`run` serves it too, next to Telegram (WEB_CHAT=false turns it off).")
     chat = sub.add_parser("chat", help="talk to the bot in this terminal, no Telegram needed",
                           description="A conversation in the terminal with the same engine and database as the Telegram bot.")
-    chat.add_argument("--lang", choices=["km", "lo", "th", "vi", "en"], help="the language to talk in (default: ask)")
+    chat.add_argument("--lang", choices=["km", "lo", "th", "vi", "en", "my"], help="the language to talk in (default: ask)")
     chat.add_argument("--user", default="local", help="who you are, so that separate users keep separate conversations (default: local)")
     check = sub.add_parser("check", help="validate flows, content and translations; print coverage per language",
                            description="Validate every flow, content and locale file. Exits 1 on any error, naming file and line.")

@@ -31,7 +31,7 @@ SCRIPT_RANGES = {
 }
 SCRIPT_NAMES = {"km": "Khmer", "lo": "Lao", "th": "Thai", "vi": "Vietnamese", "en": "English", "my": "Burmese"}
 COMMAND_DESCRIPTION_LIMIT = 256
-_NOISE = re.compile(r"<[^>]+>|\{\w+\}|https?://\S+|[\w.-]+\.(?:com|org|net|gov|int|vn|kh|la|th|mm|go\.th)\S*")
+_NOISE = re.compile(r"<code>.*?</code>|(?<!\w)/[a-z_]+|<[^>]+>|\{\w+\}|https?://\S+|[\w.-]+\.(?:com|org|net|gov|int|vn|kh|la|th|mm|go\.th)\S*")
 
 
 def _in(ch: str, ranges: tuple[tuple[int, int], ...]) -> bool:

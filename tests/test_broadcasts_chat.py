@@ -190,6 +190,7 @@ async def test_campaign_staff_schedule_a_weekly_khmer_and_thai_broadcast_that_on
     await staff.send(TH_TEXT)
     await staff.press(en("broadcast.skip"), await staff.expect(shown(en("broadcast.ask_text.vi"))))
     await staff.press(en("broadcast.skip"), await staff.expect(shown(en("broadcast.ask_text.en"))))
+    await staff.press(en("broadcast.skip"), await staff.expect(shown(en("broadcast.ask_text.my"))))
     await staff.press(en("broadcast.button_flow"), await staff.expect(re.escape(en("broadcast.ask_button"))))
     await staff.press(en("broadcast.button.scam"), await staff.expect(re.escape(en("broadcast.ask_button_flow"))))
     await staff.press(en("broadcast.audience_by.langs"),
@@ -214,7 +215,7 @@ async def test_campaign_staff_schedule_a_weekly_khmer_and_thai_broadcast_that_on
     await staff.expect(shown(en("broadcast.preview_lang", language="Thai")))
     thai_preview = await staff.expect(re.escape(TH_TEXT))
     assert thai_preview.text == TH_TEXT and thai_preview.labels == [th("broadcast.button.scam")]
-    summary = await staff.expect(re.escape(en("broadcast.preview_not_sent", languages="Lao, Vietnamese, English")))
+    summary = await staff.expect(re.escape(en("broadcast.preview_not_sent", languages="Lao, Vietnamese, English, Burmese")))
     assert en("broadcast.preview_summary", button=en("broadcast.button.scam"), audience="languages: Khmer, Thai",
               schedule="every Monday at 09:00 (Asia/Bangkok)", count=5) in summary.text
     assert en("broadcast.confirm") in summary.labels
@@ -408,6 +409,7 @@ async def test_campaigns_lists_pauses_resumes_and_cancels_and_a_stop_cancels_wha
     await admin.expect(shown(en("broadcast.ask_text.vi")))
     await admin.send("Trước khi đi làm xa, hãy kiểm tra công ty tuyển dụng.")
     await admin.press(en("broadcast.skip"), await admin.expect(shown(en("broadcast.ask_text.en"))))
+    await admin.press(en("broadcast.skip"), await admin.expect(shown(en("broadcast.ask_text.my"))))
     await admin.press(en("broadcast.button_url"))
     await admin.expect(re.escape(en("broadcast.ask_url")))
     await admin.send("http://example.org")
@@ -425,7 +427,7 @@ async def test_campaigns_lists_pauses_resumes_and_cancels_and_a_stop_cancels_wha
     await admin.send(f"{next_year}-01-20 08:30 Asia/Ho_Chi_Minh")
     vi_preview = await admin.expect("Trước khi đi làm xa")
     assert vi_preview.button(vi("broadcast.button.link"))["url"] == "https://example.org/tet"
-    await admin.expect(re.escape(en("broadcast.preview_not_sent", languages="Khmer, Lao, Thai, English")))
+    await admin.expect(re.escape(en("broadcast.preview_not_sent", languages="Khmer, Lao, Thai, English, Burmese")))
     await admin.press(en("broadcast.confirm_empty"))  # no Vietnamese subscriber yet: said, and confirmed as such
     assert any("reaches no subscriber now" in m.text for m in admin.fake.bot_messages(admin.id))
     created = await admin.expect(re.escape(f"on {next_year}-01-20 08:30 (Asia/Ho_Chi_Minh)"))
@@ -576,7 +578,7 @@ async def test_a_lao_text_typed_in_latin_letters_is_warned_about_and_the_campaig
     warned = await admin.expect(re.escape(en("broadcast.script_warning", language="Lao", script="Lao")[:45]))
     assert "Lao script" in warned.text, "names the language and the script it should be in"
     assert warned.text.endswith(visible_text(en("broadcast.ask_text.th"))), "a warning, not a block: on to the next language"
-    for lang in ("th", "vi", "en"):
+    for lang in ("th", "vi", "en", "my"):
         await admin.press(en("broadcast.skip"), await admin.expect(shown(en(f"broadcast.ask_text.{lang}"))) if lang != "th" else warned)
     await admin.press(en("broadcast.button_none"), await admin.expect(re.escape(en("broadcast.ask_button"))))
     await admin.press(en("broadcast.audience_ok"))

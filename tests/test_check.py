@@ -38,7 +38,7 @@ def line_of(path: Path, needle: str) -> int:
 def test_the_shipped_content_passes_with_every_language_complete() -> None:
     report = check_project(PROJECT_ROOT / "flows", PROJECT_ROOT / "locales")
     assert report.ok, format_report(report)
-    assert [c.lang for c in report.coverage] == ["km", "lo", "th", "vi", "en"]
+    assert [c.lang for c in report.coverage] == ["km", "lo", "th", "vi", "en", "my"]
     assert all(c.percent == 100.0 for c in report.coverage)
     assert report.facts_without_source == 0
     assert report.facts_shown > 40 and report.hotlines_shown > 20
@@ -48,7 +48,7 @@ def test_the_command_prints_the_coverage_table_and_the_unreviewed_count(capsys: 
     assert main(["check"]) == 0
     out = capsys.readouterr().out
     assert "unreviewed" in out and "check: OK" in out
-    assert out.count("100.0%") == 5
+    assert out.count("100.0%") == 6
 
 
 def test_a_step_leading_nowhere_is_named_with_file_and_line(content: tuple[Path, Path]) -> None:

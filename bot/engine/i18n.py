@@ -15,7 +15,7 @@ from pathlib import Path
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
 
-LANGUAGES: tuple[str, ...] = ("km", "lo", "th", "vi", "en")
+LANGUAGES: tuple[str, ...] = ("km", "lo", "th", "vi", "en", "my")
 SOURCE_LANGUAGE = "en"
 
 
