@@ -78,6 +78,10 @@ async def test_a_burmese_speaker_typing_zawgyi_on_telegram_walks_guidance_and_re
     partner_groups(fake)
     user = running_bot.user(6701, "my")
     await user.start_in(texts, "my")
+    newcomer = running_bot.user(6702, "my")
+    await newcomer.send("/start")
+    picker = await newcomer.expect(re.escape(my("language.pick")))
+    assert picker.labels[0] == "မြန်မာ", "a phone set to Burmese sees Burmese first"
 
     await user.send(WANT_TO_WORK_IN_THAILAND_FROM_MYANMAR)  # understood: guidance, from Myanmar to Thailand
     tip = await user.expect("Zawgyi")
