@@ -14,6 +14,7 @@ from sqlmodel import col, select, update
 
 from bot import metrics
 from bot.engine.events import Deletion, Event, Message, Output
+from bot.engine.myanmar import read_as_unicode
 from bot.engine.runner import Engine
 from bot.inbox import Inbox
 from bot.outbox import Outbox
@@ -41,6 +42,7 @@ class Conversations:
     async def handle(self, event: Event, *, inbox_key: str | None = None, receipts: list[Receipt] | None = None) -> list[Output]:
         """Handle an event exactly once per inbox key; return what was queued for the user."""
         started = time.perf_counter()
+        read_as_unicode(event)  # before anything is matched or stored, in a person's chat or a partner's group
         log.debug("handling a %s %s event", event.channel, "button" if event.choice else "command" if event.command else "message")
         try:
             messages = await self._handle(event, inbox_key, receipts)

@@ -40,6 +40,7 @@ class Event:
     location: dict[str, float] | None = None
     contact_phone: str | None = None  # a contact card the person shared (their own number, at a phone question)
     presence: str | None = None  # "left" (blocked the bot, deleted the chat) or "back": nothing to answer
+    zawgyi: bool = False  # the text came in the Zawgyi encoding and was read as Unicode
 
     @property
     def reply_to(self) -> str:

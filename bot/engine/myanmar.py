@@ -15,6 +15,8 @@ from functools import lru_cache
 import icu
 from myanmartools import ZawgyiDetector
 
+from bot.engine.events import Event
+
 # The detector's probability; it is near 0 or near 1 for all but the shortest strings.
 ZAWGYI_AT = 0.95
 
@@ -35,6 +37,16 @@ def _converter() -> icu.Transliterator:
 
 def is_zawgyi(text: str) -> bool:
     return has_myanmar(text) and _detector().get_zawgyi_probability(text) >= ZAWGYI_AT
+
+
+def read_as_unicode(event: Event) -> None:
+    """An incoming event's words in Unicode, whoever sent them (a reporter, a caseworker in a
+    partner's group); `event.zawgyi` says it was converted. Done once: converting is idempotent."""
+    if event.text:
+        event.text, converted = to_unicode(event.text)
+        event.zawgyi = event.zawgyi or converted
+    if event.args:
+        event.args, _ = to_unicode(event.args)
 
 
 def to_unicode(text: str) -> tuple[str, bool]:

@@ -24,7 +24,7 @@ from bot.engine.flows import (NAV_BACK, NAV_CONTINUE, NAV_MENU, NAV_MORE, NAV_SO
                               callback_data, matches, parse_callback)
 from bot.engine.i18n import Translator
 from bot.engine.matching import contains_keyword, first_match, fold, split_keywords
-from bot.engine.myanmar import to_unicode
+from bot.engine.myanmar import read_as_unicode
 from bot.engine.understand import UNKNOWN, Understander, normalise
 from storage.models import Conversation, OutboxMessage, User, utcnow
 
@@ -129,18 +129,14 @@ class Engine:
         return client if client in self.texts.locales else self.default_language
 
     async def handle(self, session: AsyncSession, event: Event) -> list[Output]:
-        zawgyi = False
-        if event.text:
-            event.text, zawgyi = to_unicode(event.text)
-        if event.args:
-            event.args, _ = to_unicode(event.args)
+        read_as_unicode(event)
         user, conversation = await self.load_user(session, event.channel, event.address)
         if not user.reachable:  # someone who blocked the bot and came back can be written to again
             user.reachable = True
             session.add(user)
         turn = Turn(self, session, event, user, conversation, self.language_for(user, event.client_lang), dict(conversation.vars or {}))
         self._keep_trail(turn)
-        if zawgyi and not turn.values.get(ZAWGYI_TOLD):  # once: how to switch the phone's keyboard to Unicode, in Burmese
+        if event.zawgyi and not turn.values.get(ZAWGYI_TOLD):  # once: how to switch the phone's keyboard to Unicode, in Burmese
             turn.values[ZAWGYI_TOLD] = True
             turn.say_html(self.texts.get("my" if "my" in self.texts.languages else turn.lang, "zawgyi.tip"))
         if event.command is not None:
