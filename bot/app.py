@@ -49,6 +49,21 @@ class Core:
     outbox: Outbox
     conversations: Conversations
     parts: dict[str, Any] = field(default_factory=dict)
+    # How each channel links to the bot with a start payload (a staff invite, a campaign's deep
+    # link): the channel's to build, so no feature knows a platform's URLs.
+    links: dict[str, Callable[[str], str]] = field(default_factory=dict)
+    message_links: dict[str, Callable[[str, str | None], str | None]] = field(default_factory=dict)
+    # Where campaigns go: the channels whose people can be written to at any time.
+    broadcast_channels: tuple[str, ...] = ("telegram",)
+
+    def deep_link(self, channel: str, payload: str) -> str | None:
+        build = self.links.get(channel)
+        return build(payload) if build else None
+
+    def message_link(self, channel: str, chat: str, message_id: str | None) -> str | None:
+        """A link that opens a message the bot sent (a case card), where the channel has one."""
+        build = self.message_links.get(channel)
+        return build(chat, message_id) if build else None
 
     def part(self, name: str, make: Callable[[], T]) -> T:
         """A feature's long-lived object for this core, made on first use."""
@@ -76,6 +91,10 @@ async def build_core(settings: Settings) -> Core:
     db = await connect(settings.database_url)
     inbox, outbox = Inbox(db), Outbox(db, lease=timedelta(seconds=settings.outbox_lease_seconds))
     core = Core(settings, db, flows, content, texts, engine, inbox, outbox, Conversations(db, engine, inbox, outbox))
+    from bot.channels.telegram_links import deep_link, message_link
+
+    core.links["telegram"] = lambda payload: deep_link(settings.bot_username, payload)
+    core.message_links["telegram"] = message_link
     for feature in features.modules():
         if hasattr(feature, "actions"):
             engine.actions.update(feature.actions(core))

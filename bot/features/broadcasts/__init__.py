@@ -28,7 +28,7 @@ class BroadcastsFeature:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.staff = Staff(core.settings.admin_ids)
-        self.campaigns = Campaigns(core.outbox, core.texts, rate=core.settings.rate)
+        self.campaigns = Campaigns(core.outbox, core.texts, channels=core.broadcast_channels, rate=core.settings.rate)
 
     async def send_due(self) -> int:
         """The scheduler's pass: start the runs that are due, close the ones that are done."""

@@ -172,10 +172,10 @@ class Progress:
 
 
 class Campaigns:
-    def __init__(self, outbox: Outbox, texts: Translator, *, channel: str = "telegram", rate: float = 25.0) -> None:
+    def __init__(self, outbox: Outbox, texts: Translator, *, channels: tuple[str, ...], rate: float = 25.0) -> None:
         self.outbox = outbox
         self.texts = texts
-        self.channel = channel
+        self.channels = channels
         self.rate = rate
 
     async def create(self, session: AsyncSession, creator: User, *, name: str, texts: dict[str, str], button: dict[str, Any] | None = None,
@@ -293,9 +293,9 @@ class Campaigns:
     def _recipients(self, campaign: Campaign) -> Any:
         audience = campaign.audience
         languages = [lang for lang in (audience.get("languages") or LANGUAGES) if lang in campaign.texts]
-        query = (select(User.id, User.address, User.lang, Subscription.timezone, Subscription.topics)
+        query = (select(User.id, User.address, User.channel, User.lang, Subscription.timezone, Subscription.topics)
                  .join(Subscription, col(Subscription.user_id) == col(User.id))
-                 .where(col(Subscription.active), col(User.reachable), col(User.channel) == self.channel, col(User.lang).in_(languages)))
+                 .where(col(Subscription.active), col(User.reachable), col(User.channel).in_(self.channels), col(User.lang).in_(languages)))
         if audience.get("countries"):
             query = query.where(col(Subscription.origin).in_(audience["countries"]))
         return query.order_by(col(User.id))
@@ -310,10 +310,10 @@ class Campaigns:
         chunk = (await session.exec(self._recipients(campaign).where(col(User.id) > run.queued_after).limit(INSERT_CHUNK))).all()
         if not chunk:
             return 0, None
-        rows = [{"channel": self.channel, "chat": address, "kind": "message", "payload": payloads[lang],
+        rows = [{"channel": channel, "chat": address, "kind": "message", "payload": payloads[lang],
                  "priority": PRIORITY_BROADCAST, "status": "held" if held else "pending", "attempts": 0, "batch": f"run:{run.id}",
                  "not_before": quiet_until(now, tz) or now, "created_at": now}
-                for _, address, lang, tz, subscribed_topics in chunk
+                for _, address, channel, lang, tz, subscribed_topics in chunk
                 if not topics or topics & set(subscribed_topics or [])]
         if rows:
             await session.exec(insert(OutboxMessage), params=rows)  # type: ignore[call-overload]

@@ -230,7 +230,7 @@ class ChatActions:
             return None
         role = args[0].lower()
         token = await self.staff.invite(turn.session, turn.user, role)
-        link = f"https://t.me/{self.feature.core.settings.bot_username}?start=inv_{token}"
+        link = self.feature.core.deep_link(turn.event.channel, f"inv_{token}") or f"/start inv_{token}"
         turn.say("staff.invite_link", role=self._role(turn, role), link=_escape(link))
         return None
 

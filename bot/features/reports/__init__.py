@@ -58,7 +58,7 @@ class ReportsFeature:
         self.core = core
         self.book: PartnerBook = load_partners(partners_path(core.settings.flows_dir))
         self.desk = ReportDesk(self.book, core.texts, core.settings.reports_per_hour)
-        self.console = PartnerConsole(self.desk)
+        self.console = PartnerConsole(self.desk, core.message_link)
         self.webhooks = WebhookDelivery(self.book, core.outbox)
 
     async def status(self, turn: Turn) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import logging
 from datetime import timedelta
+from collections.abc import Callable
 from typing import Any
 
 from sqlmodel import col, func, select
@@ -19,7 +20,7 @@ from bot.engine.events import Event
 from bot.engine.flows import callback_data
 from bot.engine.runner import TRAIL, TRAIL_SINCE
 from bot.features.reports.partners import Partner
-from bot.features.reports.service import TELEGRAM, ReportDesk, caseworker_ref
+from bot.features.reports.service import ReportDesk, caseworker_ref
 from bot.outbox import PRIORITY_REPLY, Outbox
 from storage.models import Conversation, OutboxMessage, User, utcnow
 from storage.reports import CaseMessage, CasePost, Caseworker, Report, ReportRoute
@@ -34,21 +35,17 @@ CASES_SHOWN = 20
 ADD_MAX_FILES = 10  # as REPORT_MAX_ATTACHMENTS's default: a flood of files is not forwarded
 
 
-def card_link(partner: Partner, message_ref: str | None) -> str | None:
-    """A link that opens the card in the group (supergroups only: their ids start with -100)."""
-    chat = str(partner.telegram_chat_id or "")
-    if not message_ref or not chat.startswith("-100"):
-        return None
-    return f"https://t.me/c/{chat[4:]}/{message_ref}"
-
-
 class NotRecordedYet(RuntimeError):
     """A caseworker replied faster than the bot recorded the id of the message they replied to."""
 
 
+MessageLink = Callable[[str, str, "str | None"], "str | None"]
+
+
 class PartnerConsole:
-    def __init__(self, desk: ReportDesk) -> None:
+    def __init__(self, desk: ReportDesk, message_link: MessageLink = lambda channel, chat, ref: None) -> None:
         self.desk = desk
+        self.message_link = message_link
 
     async def handle(self, session: AsyncSession, event: Event) -> None:
         partner = self.desk.book.by_chat.get(int(event.chat)) if event.chat.lstrip("-").isdigit() else None
@@ -71,7 +68,7 @@ class PartnerConsole:
             payload["repeat_note"] = self.desk.texts.get(partner.console_language, "partner.repeat_note", code=params["code"])
         if reply_to_outbox:
             payload["reply_to_outbox"] = reply_to_outbox
-        return Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), "message", payload, priority=PRIORITY_REPLY)
+        return Outbox.add(session, partner.group_channel, partner.group_address, "message", payload, priority=PRIORITY_REPLY)
 
     async def _authorised(self, session: AsyncSession, report: Report | None, partner: Partner, what: str) -> bool:
         if report is None:
@@ -122,12 +119,12 @@ class PartnerConsole:
             lines.append(line)
             card = await self._card(session, report, partner)
             ref = (await session.get(OutboxMessage, card)) if card is not None else None
-            link = card_link(partner, ref.result_ref if ref is not None else None)
+            link = self.message_link(partner.group_channel, partner.group_address, ref.result_ref if ref is not None else None)
             if link:
                 buttons.append({"data": "", "label": t("partner.cases.open", code=report.code), "url": link})
         if len(reports) > CASES_SHOWN:
             lines.append(t("partner.cases.more", count=len(reports) - CASES_SHOWN))
-        Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), "message",
+        Outbox.add(session, partner.group_channel, partner.group_address, "message",
                    {"text": "\n".join(lines), "buttons": buttons, "columns": 2}, priority=PRIORITY_REPLY)
 
     def _duration(self, partner: Partner, span: timedelta) -> str:
@@ -189,7 +186,7 @@ class PartnerConsole:
             return
         claimed_by = await self.caseworker_name(session, partner, report.claimed_by) if report.claimed_by else None
         text, _ = self.desk.fitted_card(report, partner, claimed_by=claimed_by)
-        Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), "edit",
+        Outbox.add(session, partner.group_channel, partner.group_address, "edit",
                    {"edit_outbox": card, "text": text, "buttons": self.desk.card_buttons(report, partner), "columns": 2},
                    priority=PRIORITY_REPLY)
 
@@ -208,11 +205,11 @@ class PartnerConsole:
     async def _on_reply(self, session: AsyncSession, event: Event, partner: Partner) -> None:
         post = (await session.exec(
             select(CasePost).join(OutboxMessage, col(OutboxMessage.id) == col(CasePost.outbox_id)).where(
-                OutboxMessage.channel == TELEGRAM, OutboxMessage.chat == event.chat, OutboxMessage.result_ref == event.reply_to_ref)
+                OutboxMessage.channel == event.channel, OutboxMessage.chat == event.chat, OutboxMessage.result_ref == event.reply_to_ref)
         )).first()
         if post is None:
             in_flight = (await session.exec(select(OutboxMessage.id).where(
-                OutboxMessage.channel == TELEGRAM, OutboxMessage.chat == event.chat, OutboxMessage.status == "sending"))).first()
+                OutboxMessage.channel == event.channel, OutboxMessage.chat == event.chat, OutboxMessage.status == "sending"))).first()
             if in_flight is not None:
                 raise NotRecordedYet(event.chat)  # the message replied to is sent but not yet recorded: try again shortly
             return  # a reply to something that is not about a case
@@ -293,7 +290,7 @@ class PartnerConsole:
                          text=html.escape(text) if text else "—", count=len(attachments))
         card = await self._card(session, report, partner)
         for item in attachments[:ADD_MAX_FILES]:
-            Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), item["kind"], {"file_id": item["file_id"], "reply_to_outbox": card},
+            Outbox.add(session, partner.group_channel, partner.group_address, item["kind"], {"file_id": item["file_id"], "reply_to_outbox": card},
                        priority=PRIORITY_REPLY)
         log.info("report %s: the reporter added %d text(s) and %d file(s)", report.id, int(bool(text)), len(attachments))
         return True

@@ -36,6 +36,16 @@ class Partner:
     def takes(self, category: str) -> bool:
         return "all" in self.categories or category in self.categories
 
+    @property
+    def group_channel(self) -> str:
+        """The channel of the chat where the partner's team reads cases (its file names a
+        Telegram group, `telegram_chat_id`; another platform's group would be another field)."""
+        return "telegram"
+
+    @property
+    def group_address(self) -> str:
+        return str(self.telegram_chat_id)
+
     def ack_minutes(self, urgent: bool) -> int:
         return self.ack_urgent_minutes if urgent else self.ack_normal_minutes
 

@@ -178,7 +178,7 @@ class ReportDesk:
         session.add(ReportRoute(report_id=report.id, partner_id=partner.id, kind=decision.kind, reason=decision.reason))
         if partner.telegram_chat_id is not None:
             text, rest = self.fitted_card(report, partner, decision)
-            card = OutboxMessage(channel=TELEGRAM, chat=str(partner.telegram_chat_id), kind="message", priority=PRIORITY_PARTNER,
+            card = OutboxMessage(channel=partner.group_channel, chat=partner.group_address, kind="message", priority=PRIORITY_PARTNER,
                                  payload=Outbox.encode({"text": text, "buttons": self.card_buttons(report, partner), "columns": 2,
                                                         "repeat_note": self._t(partner, "partner.repeat_note", code=report.code),
                                                         **({"topic": partner.telegram_topic_id} if partner.telegram_topic_id else {})}),
@@ -188,12 +188,12 @@ class ReportDesk:
             assert card.id is not None
             session.add(CasePost(report_id=report.id, partner_id=partner.id, outbox_id=card.id))
             for number, part in enumerate(rest, start=2):
-                Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), "message",
+                Outbox.add(session, partner.group_channel, partner.group_address, "message",
                            {"text": self._t(partner, "partner.card.continued", code=report.code, part=number, total=len(rest) + 1)
                             + "\n" + part, "reply_to_outbox": card.id, "repeat_note": self._t(partner, "partner.repeat_note", code=report.code)},
                            priority=PRIORITY_PARTNER, batch=report_batch(report))
             for item in (report.content or {}).get("attachments", []):
-                Outbox.add(session, TELEGRAM, str(partner.telegram_chat_id), item["kind"],
+                Outbox.add(session, partner.group_channel, partner.group_address, item["kind"],
                            {"file_id": item["file_id"], "reply_to_outbox": card.id}, priority=PRIORITY_PARTNER, batch=report_batch(report))
         if partner.webhook_url:
             Outbox.add(session, WEBHOOK, partner.id, "report", webhook_payload(report, partner, decision), priority=PRIORITY_PARTNER,
