@@ -61,6 +61,8 @@ class Page:
         regex = re.compile(pattern, re.S)
         while True:
             item = await asyncio.wait_for(self.socket.receive_json(), 45)
+            if item.pop("ack", False):
+                await self.socket.send_json({"ack": item["ref"]})  # kept: as app.js confirms each item
             self.seen.append(item)
             if item.get("kind") == "message" and regex.search(visible_text(item["text"])):
                 return item
@@ -100,6 +102,19 @@ async def test_a_khmer_speaker_walks_the_guidance_journey_over_the_websocket_and
         conversation = await session.get(Conversation, user.id)
         assert user.lang == "km" and conversation is not None and conversation.flow is not None, "the same conversation, after a reload"
     assert topics["buttons"], "choices come as buttons"
+
+
+async def test_what_a_page_closed_before_keeping_it_is_sent_again_when_the_next_page_opens(
+        web_chat: tuple[TestClient, WebChat]) -> None:
+    client, _ = web_chat
+    session = new_session_id()
+    page = await Page(client, session, "en").open()
+    await page.say(text="/start")
+    first = await asyncio.wait_for(page.socket.receive_json(), 45)  # arrived, not yet kept: the page is reloaded
+    await page.socket.close()
+    again = await Page(client, session, "en").open()
+    resent = await asyncio.wait_for(again.socket.receive_json(), 45)
+    assert (resent["ref"], resent["text"]) == (first["ref"], first["text"]), "sent again; the page knows it by its ref"
 
 
 async def test_where_websockets_are_blocked_the_page_sends_by_post_and_long_polls(web_chat: tuple[TestClient, WebChat], core: Core) -> None:

@@ -38,6 +38,7 @@ SESSION = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
 TEXT_LIMIT = 4000
 POLL_SECONDS = 25.0
 WAIT_FOR_PAGE = 60.0
+ACK_SECONDS = 10.0
 LANGS = ("km", "lo", "th", "vi", "en", "my")
 
 
@@ -53,6 +54,7 @@ class WebChat:
         self.mailboxes: defaultdict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=50))
         self.arrived: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.pollers: defaultdict[str, int] = defaultdict(int)
+        self.acks: dict[tuple[str, str], asyncio.Future[None]] = {}
         self.session_pace = ChatPace(rate=2.0, burst=8)
         self.address_pace = ChatPace(rate=per_address[0], burst=per_address[1])
 
@@ -73,15 +75,28 @@ class WebChat:
             return None  # what only another channel needs (a command menu, a callback answer)
         if not self.sockets.get(row.chat) and not self.pollers.get(row.chat):
             raise RetryLater(WAIT_FOR_PAGE, waiting=True)  # made due again as soon as a page opens (`_page_opened`)
-        for socket in list(self.sockets.get(row.chat, ())):
-            try:
-                await socket.send_json(item)
-            except ConnectionError:
-                self.sockets[row.chat].discard(socket)
+        result = item["ref"] if item["kind"] == "message" else None
         if self.pollers.get(row.chat):
             self.mailboxes[row.chat].append(item)
             self.arrived[row.chat].set()
-        return item["ref"] if item["kind"] == "message" else None
+            return result
+        # A page being reloaded may close before it has kept what was sent: the page confirms
+        # each item once kept, and what it did not confirm is sent again when a page opens
+        # (it recognises an item it already has by its ref).
+        acked = asyncio.get_running_loop().create_future()
+        self.acks[(row.chat, str(item.get("ref")))] = acked
+        try:
+            for socket in list(self.sockets.get(row.chat, ())):
+                try:
+                    await socket.send_json({**item, "ack": True})
+                except ConnectionError:
+                    self.sockets[row.chat].discard(socket)
+            await asyncio.wait_for(acked, ACK_SECONDS)
+        except (TimeoutError, ConnectionError):
+            raise RetryLater(WAIT_FOR_PAGE, waiting=True) from None
+        finally:
+            self.acks.pop((row.chat, str(item.get("ref"))), None)
+        return result
 
     async def _page_opened(self, session: str) -> None:
         """What waited for this session's page is due now."""
@@ -150,7 +165,11 @@ class WebChat:
                     data = message.json()
                 except ValueError:
                     continue
-                if isinstance(data, dict):
+                if isinstance(data, dict) and "ack" in data:
+                    acked = self.acks.get((session, str(data["ack"])))
+                    if acked is not None and not acked.done():
+                        acked.set_result(None)
+                elif isinstance(data, dict):
                     refused = await self.take(session, self._address(request), data, lang)
                     if refused == "slow_down":
                         await socket.send_json({"kind": "slow_down"})
@@ -158,6 +177,9 @@ class WebChat:
             self.sockets[session].discard(socket)
             if not self.sockets[session]:
                 del self.sockets[session]
+                for (chat, _), acked in list(self.acks.items()):  # the page went before keeping it
+                    if chat == session and not acked.done():
+                        acked.set_exception(ConnectionError("the page closed"))
         return socket
 
     async def send(self, request: web.Request) -> web.Response:

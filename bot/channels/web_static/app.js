@@ -80,6 +80,12 @@
   }
 
   function shown(item) {
+    var ack = item.ack;
+    delete item.ack;
+    if (item.ref && item.kind === "message" && transcript.some(function (t) { return t.ref === item.ref; })) {
+      if (ack && socket) { socket.send(JSON.stringify({ ack: item.ref })); }  // kept already: sent again after a reload
+      return;
+    }
     if (item.kind === "delete") {
       transcript = transcript.filter(function (t) { return t.ref !== item.ref; });
     } else if (item.kind === "clear_buttons") {
@@ -91,6 +97,7 @@
     }
     save();
     render(item);
+    if (ack && socket && socket.readyState === 1) { socket.send(JSON.stringify({ ack: item.ref })); }
   }
 
   function press(item, button, choices) {
