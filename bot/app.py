@@ -55,6 +55,8 @@ class Core:
     message_links: dict[str, Callable[[str, str | None], str | None]] = field(default_factory=dict)
     # Where campaigns go: the channels whose people can be written to at any time.
     broadcast_channels: tuple[str, ...] = ("telegram",)
+    # Whose addresses ADMIN_TELEGRAM_IDS holds.
+    admin_channel: str = "telegram"
 
     def deep_link(self, channel: str, payload: str) -> str | None:
         build = self.links.get(channel)

@@ -27,7 +27,7 @@ TEXT_KEYS = ("broadcast.final_report", "broadcast.button.link",
 class BroadcastsFeature:
     def __init__(self, core: Core) -> None:
         self.core = core
-        self.staff = Staff(core.settings.admin_ids)
+        self.staff = Staff(core.settings.admin_ids, core.admin_channel)
         self.campaigns = Campaigns(core.outbox, core.texts, channels=core.broadcast_channels, rate=core.settings.rate)
 
     async def send_due(self) -> int:
@@ -88,9 +88,9 @@ def _new_token(args: argparse.Namespace, settings: Settings) -> int:
         core = await build_core(settings)
         try:
             async with core.db.transaction() as session:
-                user = (await session.exec(select(User).where(User.channel == "telegram", User.address == args.telegram_id))).first()
+                user = (await session.exec(select(User).where(User.channel == core.admin_channel, User.address == args.telegram_id))).first()
                 if user is None:
-                    user = User(channel="telegram", address=args.telegram_id)
+                    user = User(channel=core.admin_channel, address=args.telegram_id)
                     session.add(user)
                     await session.flush()
                 if not await feature(core).staff.can_broadcast(session, user):

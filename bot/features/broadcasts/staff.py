@@ -28,12 +28,14 @@ def _hash(token: str) -> str:
 
 
 class Staff:
-    def __init__(self, admin_ids: set[str]) -> None:
+    def __init__(self, admin_ids: set[str], admin_channel: str) -> None:
+        """`admin_ids`: the first admins, by their address on `admin_channel` (from the settings)."""
         self.admin_ids = admin_ids
+        self.admin_channel = admin_channel
 
     async def roles(self, session: AsyncSession, user: User) -> set[str]:
         roles = set((await session.exec(select(StaffRole.role).where(StaffRole.user_id == user.id))).all())
-        if user.channel == "telegram" and user.address in self.admin_ids:
+        if user.channel == self.admin_channel and user.address in self.admin_ids:
             roles.add("admin")
         return roles
 
@@ -57,14 +59,14 @@ class Staff:
         """At start: the menus of everyone with a role, and of the admins named in settings."""
         with_role = select(StaffRole.user_id)
         known = list(await session.exec(select(User).where(or_(
-            col(User.id).in_(with_role), (col(User.channel) == "telegram") & col(User.address).in_(self.admin_ids)))))
+            col(User.id).in_(with_role), (col(User.channel) == self.admin_channel) & col(User.address).in_(self.admin_ids)))))
         for user in known:
             await self.update_menu(session, user)
-        # An admin named in settings who has not written to the bot yet: Telegram's private
-        # chat id is the user id, so the menu can be set already, until they pick a language.
-        unknown = self.admin_ids - {u.address for u in known if u.channel == "telegram"}
+        # An admin named in settings who has not written to the bot yet: their address is their
+        # chat (so on Telegram), so the menu can be set already, until they pick a language.
+        unknown = self.admin_ids - {u.address for u in known if u.channel == self.admin_channel}
         for address in unknown:
-            Outbox.add(session, "telegram", address, "commands", {"menu": "staff", "lang": SOURCE_LANGUAGE})
+            Outbox.add(session, self.admin_channel, address, "commands", {"menu": "staff", "lang": SOURCE_LANGUAGE})
         return len(known) + len(unknown)
 
     async def grant(self, session: AsyncSession, admin: User, target: User, role: str) -> None:

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 CODE_ALPHABET = "ACDEFGHJKLMNPQRTUVWXY34679"  # no 0/O, 1/I, 2/Z, 5/S, 8/B look-alikes
 DRAFT_KEYS = ("category", "urgent", "country", "province", "place", "affected", "description", "attachments", "attachments_dropped",
               "contact_mode", "phone", "screening_summary")
-TELEGRAM = "telegram"
 WEBHOOK = "webhook"
 
 
