@@ -15,6 +15,8 @@ import asyncio
 import logging
 import re
 import secrets
+import time
+from collections.abc import Callable
 from collections import defaultdict, deque
 from datetime import timedelta
 from pathlib import Path
@@ -44,7 +46,7 @@ LANGS = ("km", "lo", "th", "vi", "en", "my")
 
 class WebChat:
     def __init__(self, conversations: Conversations, outbox: Outbox, texts: Translator, *, origins: tuple[str, ...] = (),
-                 per_address: tuple[float, int] = (5.0, 30)) -> None:
+                 per_address: tuple[float, int] = (5.0, 30), clock: Callable[[], float] = time.monotonic) -> None:
         self.conversations = conversations
         self.texts = texts
         self.origins = origins
@@ -55,8 +57,8 @@ class WebChat:
         self.arrived: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.pollers: defaultdict[str, int] = defaultdict(int)
         self.acks: dict[tuple[str, str], asyncio.Future[None]] = {}
-        self.session_pace = ChatPace(rate=2.0, burst=8)
-        self.address_pace = ChatPace(rate=per_address[0], burst=per_address[1])
+        self.session_pace = ChatPace(rate=2.0, burst=8, clock=clock)
+        self.address_pace = ChatPace(rate=per_address[0], burst=per_address[1], clock=clock)
 
     # -- what the bot says -------------------------------------------------------------------------
 
