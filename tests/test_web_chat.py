@@ -117,17 +117,25 @@ async def test_what_a_page_closed_before_keeping_it_is_sent_again_when_the_next_
     assert (resent["ref"], resent["text"]) == (first["ref"], first["text"]), "sent again; the page knows it by its ref"
 
 
-async def test_a_flood_from_one_session_or_one_address_is_slowed_down(core: Core) -> None:
+async def test_a_fast_typist_waits_in_their_own_queue_told_once_and_a_flooding_address_is_refused(core: Core) -> None:
     now = [100.0]
-    chat = WebChat(core.conversations, core.outbox, core.texts, per_address=(5.0, 12), clock=lambda: now[0])
+
+    async def later(seconds: float) -> None:  # the queue's wait, on the fake clock
+        now[0] += seconds
+
+    chat = WebChat(core.conversations, core.outbox, core.texts, per_address=(1.0, 12), clock=lambda: now[0], sleep=later)
+    told: list[str] = []
+
+    async def tell(text: str) -> None:
+        told.append(text)
+
     first, second = new_session_id(), new_session_id()
-    answers = [await chat.take(first, "203.0.113.7", {"text": f"hello {n}"}, "en") for n in range(10)]
-    assert answers[:8] == [None] * 8 and answers[8:] == ["slow_down", "slow_down"], "eight at once, then wait"
-    others = [await chat.take(second, "203.0.113.7", {"text": f"hi {n}"}, "en") for n in range(6)]
-    assert others == [None, None, "slow_down", "slow_down", "slow_down", "slow_down"], \
-        "the same address: twelve at once between its sessions (a refused message counts too: the address is flooding)"
-    now[0] += 5.0
-    assert await chat.take(first, "203.0.113.7", {"text": "and now?"}, "en") is None, "a moment later it goes on"
+    answers = [await chat.take(first, "203.0.113.7", {"text": f"hello {n}"}, "en", tell) for n in range(10)]
+    assert answers == [None] * 10, "nothing refused: the ninth and tenth waited their turn"
+    assert told == [core.texts.get("en", "common.slow_down")], "told once"
+    others = [await chat.take(second, "203.0.113.7", {"text": f"hi {n}"}, "en", tell) for n in range(6)]
+    assert others[:3] == [None] * 3 and others[3:] == ["too_many"] * 3, \
+        f"one address sending more than people could: refused beyond its budget ({others})"
 
 
 async def test_where_websockets_are_blocked_the_page_sends_by_post_and_long_polls(web_chat: tuple[TestClient, WebChat], core: Core) -> None:

@@ -16,7 +16,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from collections import defaultdict, deque
 from datetime import timedelta
 from pathlib import Path
@@ -46,7 +46,8 @@ LANGS = ("km", "lo", "th", "vi", "en", "my")
 
 class WebChat:
     def __init__(self, conversations: Conversations, outbox: Outbox, texts: Translator, *, origins: tuple[str, ...] = (),
-                 per_address: tuple[float, int] = (5.0, 30), clock: Callable[[], float] = time.monotonic) -> None:
+                 per_address: tuple[float, int] = (5.0, 30), clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.conversations = conversations
         self.texts = texts
         self.origins = origins
@@ -57,6 +58,7 @@ class WebChat:
         self.arrived: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.pollers: defaultdict[str, int] = defaultdict(int)
         self.acks: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self.sleep = sleep
         self.session_pace = ChatPace(rate=2.0, burst=8, clock=clock)
         self.address_pace = ChatPace(rate=per_address[0], burst=per_address[1], clock=clock)
 
@@ -125,13 +127,22 @@ class WebChat:
             return Event(**base, command=head.lower()[:32], args=args.strip())
         return Event(**base, text=text)
 
-    async def take(self, session: str, address: str, data: dict[str, Any], lang: str | None) -> str | None:
-        """Handle one thing the person did; None, or why it was refused."""
+    async def take(self, session: str, address: str, data: dict[str, Any], lang: str | None,
+                   tell: Callable[[str], Awaitable[None]] | None = None) -> str | None:
+        """Handle one thing the person did; None, or why it was refused. A person typing very
+        fast waits in their own queue, told once, and loses nothing; a whole address sending
+        more than many people could (a script) is refused."""
         event = self.event_for(session, data, lang)
         if event is None:
             return "empty"
-        if self.address_pace.wait_needed(address) > 0 or self.session_pace.wait_needed(session) > 0:
-            return "slow_down"
+        if self.address_pace.wait_needed(address) > 0:
+            return "too_many"
+        wait = self.session_pace.wait_needed(session)
+        if wait > 0 and tell is not None and self.session_pace.should_tell(session):
+            await tell(self.texts.get(self._lang(lang), "common.slow_down"))
+        while wait > 0:
+            await self.sleep(wait)
+            wait = self.session_pace.wait_needed(session)
         await self.conversations.handle(event)
         return None
 
@@ -159,6 +170,26 @@ class WebChat:
             return socket
         self.sockets[session].add(socket)
         await self._page_opened(session)
+
+        async def tell(text: str) -> None:
+            if not socket.closed:
+                await socket.send_json({"kind": "note", "text": text})
+
+        # What the person does is handled in order by one task per page, so that a fast typist
+        # waiting in their queue never holds up the page's confirmations read here.
+        actions: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        async def handle_actions() -> None:
+            while (data := await actions.get()) is not None:
+                try:
+                    refused = await self.take(session, self._address(request), data, lang, tell)
+                    if refused == "too_many":  # said, in their language: what they sent was not taken
+                        await tell(self.texts.get(self._lang(lang), "web.too_many"))
+                except Exception:
+                    log.exception("web chat: an action could not be handled")
+                    await tell(self.texts.get(self._lang(lang), "common.error"))
+
+        worker = asyncio.create_task(handle_actions(), name="web-chat-actions")
         try:
             async for message in socket:
                 if message.type != WSMsgType.TEXT:
@@ -172,9 +203,7 @@ class WebChat:
                     if acked is not None and not acked.done():
                         acked.set_result(None)
                 elif isinstance(data, dict):
-                    refused = await self.take(session, self._address(request), data, lang)
-                    if refused == "slow_down":
-                        await socket.send_json({"kind": "slow_down"})
+                    actions.put_nowait(data)
         finally:
             self.sockets[session].discard(socket)
             if not self.sockets[session]:
@@ -182,6 +211,8 @@ class WebChat:
                 for (chat, _), acked in list(self.acks.items()):  # the page went before keeping it
                     if chat == session and not acked.done():
                         acked.set_exception(ConnectionError("the page closed"))
+            actions.put_nowait(None)  # what the person sent before leaving is still handled
+            await worker
         return socket
 
     async def send(self, request: web.Request) -> web.Response:
@@ -191,7 +222,9 @@ class WebChat:
             raise web.HTTPBadRequest(text='{"error": "a JSON object"}', content_type="application/json")
         session = self._session(data.get("session"))
         refused = await self.take(session, self._address(request), data, data.get("lang") if isinstance(data.get("lang"), str) else None)
-        return web.json_response({"ok": refused is None, **({"error": refused} if refused else {})}, status=429 if refused == "slow_down" else 200)
+        said = {"text": self.texts.get(self._lang(data.get("lang")), "web.too_many")} if refused == "too_many" else {}
+        return web.json_response({"ok": refused is None, **({"error": refused} if refused else {}), **said},
+                                 status=429 if refused == "too_many" else 200)
 
     async def poll(self, request: web.Request) -> web.Response:
         """Long polling: what the bot said since, waiting up to 25 s for something."""
@@ -231,6 +264,9 @@ class WebChat:
             return web.Response(body=body, content_type=content_type, charset="utf-8", headers=self.headers())
 
         return serve
+
+    def _lang(self, lang: object) -> str:
+        return lang if isinstance(lang, str) and lang in self.texts.languages else SOURCE_LANGUAGE
 
     async def page_texts(self, request: web.Request) -> web.Response:
         """The page's own words (the input's placeholder, the quick-exit button), from the locales."""

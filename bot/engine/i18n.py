@@ -103,7 +103,7 @@ CODE_KEYS: tuple[str, ...] = (
     "guide.no_facts",
     "hotlines.header",
     "hotlines.none_verified",
-    "terminal.intro", "zawgyi.tip", "web.placeholder", "web.send", "web.quick_exit", "web.quick_exit_hint",
+    "terminal.intro", "zawgyi.tip", "web.placeholder", "web.send", "web.quick_exit", "web.quick_exit_hint", "web.too_many",
     "common.attachment_received",
     "common.quick_exit",
     "quick_exit.cover",

@@ -90,7 +90,12 @@
       transcript = transcript.filter(function (t) { return t.ref !== item.ref; });
     } else if (item.kind === "clear_buttons") {
       transcript.forEach(function (t) { if (t.ref === item.ref) { t.answered = true; } });
-    } else if (item.kind === "slow_down") {
+    } else if (item.kind === "note") {
+      var note = document.createElement("p");
+      note.className = "note";
+      note.textContent = item.text || "…";
+      log.appendChild(note);
+      log.scrollTop = log.scrollHeight;
       return;
     } else {
       transcript.push(item);
@@ -114,7 +119,8 @@
     data.session = session; data.lang = lang;
     if (socket && socket.readyState === 1) { socket.send(JSON.stringify(data)); return; }
     if (polling) {
-      fetch("/chat/send", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(data) });
+      fetch("/chat/send", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(data) })
+        .then(function (r) { return r.json(); }).then(function (body) { if (body.error === "too_many") { shown({ kind: "note", text: body.text }); } });
       return;
     }
     queue.push(data);
