@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlmodel import select
+from sqlmodel import select, update
 
 from bot.app import Core
 from bot.features.broadcasts import feature, subscribers
@@ -560,10 +560,14 @@ async def test_a_lao_text_typed_in_latin_letters_is_warned_about_and_the_campaig
     from bot.api.app import build_api
     from storage.broadcasts import Subscription
 
+    from bench.broadcast import daytime_zone
+
     core, fake = running_bot.core, running_bot.fake
     en = texts_of(core, "en")
     await add_bulk_subscribers(core, fake, [7401, 7402], "km")
     await add_bulk_subscribers(core, fake, [7403], "lo")
+    async with core.db.transaction() as session:  # daytime where they are, whatever the hour the suite runs at
+        await session.exec(update(Subscription).values(timezone=daytime_zone(utcnow())))  # type: ignore[call-overload]
     fake.users[7402].blocked_bot = True
     admin = running_bot.user(ADMIN, "en")
     await admin.start_in(core.texts, "en")
