@@ -214,7 +214,7 @@ async def test_the_receipt_says_when_to_expect_an_answer_and_closing_says_what_n
         code = await file_report(running_bot, uid, lang, "ນາຍຈ້າງບໍ່ຈ່າຍເງິນ" if lang == "lo" else "นายจ้างไม่จ่ายค่าจ้าง")
         said = "\n".join(m.text for m in fake.bot_messages(uid))
         assert t("report.within.hours", hours=24) in said, "a normal case: answered within a day"
-        assert "Mon-Fri 08:30-17:30 (" in said and "Bangkok" in said, "the partner's office hours, in its own time"
+        assert "Mon-Fri 08:30-17:30 (" in said and t("country.TH") in said, "the partner's office hours, in its own time, named in the reader's language"
 
     user = running_bot.user(6501, "lo")
     user.seen = len(fake.messages.get(6501, []))

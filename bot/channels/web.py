@@ -16,8 +16,8 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from sqlmodel import col, update
 
 from bot.conversation import Conversations
 from bot.engine.events import Event, Message
-from bot.engine.i18n import SOURCE_LANGUAGE, Translator
+from bot.engine.i18n import LANGUAGES, SOURCE_LANGUAGE, Translator
 from bot.inbox import ChatPace
 from bot.outbox import Outbox, RetryLater, Sender
 from storage.models import OutboxMessage, utcnow
@@ -41,7 +41,6 @@ TEXT_LIMIT = 4000
 POLL_SECONDS = 25.0
 WAIT_FOR_PAGE = 60.0
 ACK_SECONDS = 10.0
-LANGS = ("km", "lo", "th", "vi", "en", "my")
 
 
 class WebChat:
@@ -114,7 +113,7 @@ class WebChat:
     # -- what the person does ----------------------------------------------------------------------
 
     def event_for(self, session: str, data: dict[str, Any], lang: str | None) -> Event | None:
-        base: dict[str, Any] = dict(channel=CHANNEL, address=session, client_lang=lang if lang in LANGS else None)
+        base: dict[str, Any] = dict(channel=CHANNEL, address=session, client_lang=lang if lang in LANGUAGES else None)
         if isinstance(data.get("choice"), str) and data["choice"]:
             ref = data.get("ref")
             return Event(**base, choice=data["choice"][:64], message_ref=str(ref) if isinstance(ref, (str, int)) else None)
@@ -270,8 +269,7 @@ class WebChat:
 
     async def page_texts(self, request: web.Request) -> web.Response:
         """The page's own words (the input's placeholder, the quick-exit button), from the locales."""
-        lang = request.query.get("lang", "")
-        lang = lang if lang in self.texts.languages else SOURCE_LANGUAGE
+        lang = self._lang(request.query.get("lang"))
         return web.json_response({"lang": lang, **{key: self.texts.get(lang, f"web.{key}") for key in ("placeholder", "send", "quick_exit", "quick_exit_hint")}},
                                  headers=self.headers())
 

@@ -24,7 +24,6 @@ from bot.engine.flows import (NAV_BACK, NAV_CONTINUE, NAV_MENU, NAV_MORE, NAV_SO
                               callback_data, matches, parse_callback)
 from bot.engine.i18n import Translator
 from bot.engine.matching import contains_keyword, first_match, fold, split_keywords
-from bot.engine.myanmar import read_as_unicode
 from bot.engine.understand import UNKNOWN, Understander, normalise
 from storage.models import Conversation, OutboxMessage, User, utcnow
 
@@ -129,14 +128,14 @@ class Engine:
         return client if client in self.texts.locales else self.default_language
 
     async def handle(self, session: AsyncSession, event: Event) -> list[Output]:
-        read_as_unicode(event)
         user, conversation = await self.load_user(session, event.channel, event.address)
         if not user.reachable:  # someone who blocked the bot and came back can be written to again
             user.reachable = True
             session.add(user)
         turn = Turn(self, session, event, user, conversation, self.language_for(user, event.client_lang), dict(conversation.vars or {}))
         self._keep_trail(turn)
-        if event.zawgyi and not turn.values.get(ZAWGYI_TOLD):  # once: how to switch the phone's keyboard to Unicode, in Burmese
+        # Conversations.handle read the words as Unicode; once, how to switch the keyboard, in Burmese.
+        if event.zawgyi and not turn.values.get(ZAWGYI_TOLD):
             turn.values[ZAWGYI_TOLD] = True
             turn.say_html(self.texts.get("my" if "my" in self.texts.languages else turn.lang, "zawgyi.tip"))
         if event.command is not None:
@@ -203,20 +202,11 @@ class Engine:
         step = self._current_step(turn)
         if step is not None and step.ask and "phone" in step.accepts:
             return await self._take_answer(turn, step, phone)
-        idle = step is None or (turn.conversation.flow or "") in HUBS
-        if not idle and step is not None and (step.choices or step.ask):
+        if step is not None and (step.choices or step.ask):
             turn.say("common.need_text" if step.ask else "common.reask")
             return await self._run(turn, turn.conversation.flow or "menu", step.id, announce=False, act=False)
-        if await self._followed_up(turn):
-            return None
         turn.say("common.not_understood")
         await self._enter(turn, "menu")
-
-    async def _followed_up(self, turn: Turn) -> bool:
-        for followup in self.followups:
-            if await followup(turn):
-                return True
-        return False
 
     async def _on_media(self, turn: Turn) -> None:
         step = self._current_step(turn)

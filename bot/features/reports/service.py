@@ -12,9 +12,10 @@ import html
 import logging
 import secrets
 from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import icu
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -335,8 +336,18 @@ class ReportDesk:
         minutes = partner.ack_minutes(report.urgent)
         within = (self.texts.get(lang, "report.within.minutes", minutes=minutes) if minutes < 120
                   else self.texts.get(lang, "report.within.hours", hours=round(minutes / 60)))
-        zone = partner.timezone.rsplit("/", 1)[-1].replace("_", " ")
-        return {"answer_within": within, "office_hours": partner.office_hours, "office_zone": zone}
+        return {"answer_within": within, "office_hours": partner.office_hours, "office_zone": self._zone_name(partner.timezone, lang)}
+
+    def _zone_name(self, zone: str, lang: str) -> str:
+        """"Thailand" for Asia/Bangkok, in the reporter's language (ICU knows each zone's
+        country); the zone's city only where it has none the texts can name."""
+        try:
+            region = icu.TimeZone.getRegion(zone)
+        except icu.ICUError:
+            region = ""
+        if self.texts.has(f"country.{region}"):
+            return self.texts.get(lang, f"country.{region}")
+        return zone.rsplit("/", 1)[-1].replace("_", " ")
 
     async def record_feedback(self, session: AsyncSession, reporter: User, code: str, answer: str) -> bool:
         report = (await session.exec(select(Report).where(Report.code == code, Report.reporter_id == reporter.id))).first()
