@@ -3,11 +3,16 @@ state moves on and the answers are queued in the outbox, or none of it happens."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sqlmodel import col, select, update
@@ -25,27 +30,54 @@ log = logging.getLogger(__name__)
 
 Receipt = tuple[str, dict[str, Any]]
 GroupHandler = Callable[[AsyncSession, Event], Awaitable[None]]
+BATCH_SIZE = 32
+_INBOX = InboxEvent.__table__  # type: ignore[attr-defined]
+_CLAIM = _INBOX.update().where(_INBOX.c.channel == bindparam("channel_"), _INBOX.c.event_key == bindparam("key_"),
+                               _INBOX.c.status == "pending").values(status="done", payload=None, handled_at=bindparam("now_"))
+_STORED = select(_INBOX.c.id).where(_INBOX.c.channel == bindparam("channel_"), _INBOX.c.event_key == bindparam("key_"))
 
 
 class EngineFailed(Exception):
     """The engine raised while handling an event; its transaction is rolled back."""
 
 
+@dataclass
+class _Waiting:
+    event: Event
+    inbox_key: str | None
+    receipts: list[Receipt]
+    done: asyncio.Future[list[Output]]
+    apologise: bool = False
+
+
 class Conversations:
-    def __init__(self, db: Database, engine: Engine, inbox: Inbox, outbox: Outbox) -> None:
+    """Events of different chats that arrive while a transaction is being written wait for
+    the next one and go together: one BEGIN, one COMMIT (one sync of the disk) for all of
+    them (group commit). Each event still moves its person's state and queues its answers
+    in that transaction, or none of it happens; a batch that fails is handled again one
+    event at a time, so one bad event never takes another person's with it."""
+
+    def __init__(self, db: Database, engine: Engine, inbox: Inbox, outbox: Outbox, *, batch_size: int = BATCH_SIZE) -> None:
         self.db = db
         self.engine = engine
         self.inbox = inbox
         self.outbox = outbox
         self.group_handler: GroupHandler | None = None
+        self.batch_size = batch_size
+        self._waiting: deque[_Waiting] = deque()
+        self._writer: asyncio.Task[None] | None = None
 
     async def handle(self, event: Event, *, inbox_key: str | None = None, receipts: list[Receipt] | None = None) -> list[Output]:
         """Handle an event exactly once per inbox key; return what was queued for the user."""
         started = time.perf_counter()
         read_as_unicode(event)  # before anything is matched or stored, in a person's chat or a partner's group
         log.debug("handling a %s %s event", event.channel, "button" if event.choice else "command" if event.command else "message")
+        waiting = _Waiting(event, inbox_key, list(receipts or []), asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_batches(), name="conversation-batches")
         try:
-            messages = await self._handle(event, inbox_key, receipts)
+            messages = await asyncio.shield(waiting.done)
         except Exception:
             metrics.UPDATES_HANDLED.labels(event.channel, "error").inc()
             raise
@@ -54,52 +86,91 @@ class Conversations:
         log.debug("handled: %d answer(s) queued", len(messages))
         return messages
 
-    async def _handle(self, event: Event, inbox_key: str | None, receipts: list[Receipt] | None) -> list[Output]:
+    async def _write_batches(self) -> None:
+        """Runs while events wait; every outcome, an error included, reaches the event's caller."""
         try:
-            return await self._handle_once(event, inbox_key, receipts, apologise=False)
+            while self._waiting:
+                batch = [self._waiting.popleft() for _ in range(min(self.batch_size, len(self._waiting)))]
+                try:
+                    await self._write(batch)
+                except Exception as exc:
+                    for waiting in batch:
+                        if not waiting.done.done():
+                            waiting.done.set_exception(exc)
+        finally:
+            self._writer = None
+
+    async def _write(self, batch: list[_Waiting]) -> None:
+        if len(batch) == 1:
+            return await self._write_one(batch[0])
+        # Locks are taken in one order (by chat), so two workers' batches cannot wait on each other.
+        batch.sort(key=lambda w: (w.event.channel, w.event.reply_to))
+        try:
+            results = await self._transaction(batch)
+        except Exception:
+            log.warning("a batch of %d events failed; handling them one at a time", len(batch), exc_info=log.isEnabledFor(logging.DEBUG))
+            for waiting in batch:
+                try:
+                    await self._write_one(waiting)
+                except Exception as exc:
+                    waiting.done.set_exception(exc)
+            return
+        for waiting, messages in zip(batch, results):
+            waiting.done.set_result(messages)
+
+    async def _write_one(self, waiting: _Waiting) -> None:
+        try:
+            messages = (await self._transaction([waiting]))[0]
         except EngineFailed:
             # Everything the engine did is rolled back; the person is told, and the event is
             # done (handling it again would fail the same way).
-            return await self._handle_once(event, inbox_key, receipts, apologise=True)
+            waiting.apologise = True
+            messages = (await self._transaction([waiting]))[0]
+        waiting.done.set_result(messages)
 
-    async def _handle_once(self, event: Event, inbox_key: str | None, receipts: list[Receipt] | None, *, apologise: bool) -> list[Output]:
-        rows: list[tuple[str, dict[str, Any]]] = list(receipts or [])
-        messages: list[Output] = []
+    async def _transaction(self, batch: list[_Waiting]) -> list[list[Output]]:
+        results: list[list[Output]] = []
         async with self.db.transaction() as session:
-            if inbox_key is not None and not await self._claim(session, event.channel, inbox_key):
-                return []
-            if event.presence:
-                await self._presence(session, event)
-            elif event.chat and event.chat != event.address:
-                if self.group_handler is not None:
-                    await self.group_handler(session, event)
-            elif apologise:
-                messages = [await self._apology(session, event)]
-            else:
-                try:
-                    messages = await self.engine.handle(session, event)
-                except Exception as exc:
-                    log.exception("engine failed on %s event %s", event.channel, inbox_key or "-")
-                    raise EngineFailed from exc
-            for output in messages:
-                rows.append(("delete", {"message_id": output.ref}) if isinstance(output, Deletion) else ("message", output.to_payload()))
-            await Outbox.add_many(session, event.channel, event.reply_to, rows)
+            connection = await session.connection()
+            for waiting in batch:
+                results.append(await self._handle_in(session, connection, waiting))
         self.outbox.notify()
+        return results
+
+    async def _handle_in(self, session: AsyncSession, connection: AsyncConnection, waiting: _Waiting) -> list[Output]:
+        event, inbox_key = waiting.event, waiting.inbox_key
+        rows: list[tuple[str, dict[str, Any]]] = list(waiting.receipts)
+        messages: list[Output] = []
+        if inbox_key is not None and not await self._claim(connection, event.channel, inbox_key):
+            return []
+        if event.presence:
+            await self._presence(session, event)
+        elif event.chat and event.chat != event.address:
+            if self.group_handler is not None:
+                await self.group_handler(session, event)
+        elif waiting.apologise:
+            messages = [await self._apology(session, event)]
+        else:
+            try:
+                messages = await self.engine.handle(session, event)
+            except Exception as exc:
+                log.exception("engine failed on %s event %s", event.channel, inbox_key or "-")
+                raise EngineFailed from exc
+        for output in messages:
+            rows.append(("delete", {"message_id": output.ref}) if isinstance(output, Deletion) else ("message", output.to_payload()))
+        await Outbox.add_many(session, event.channel, event.reply_to, rows, connection=connection)
         return messages
 
     @staticmethod
-    async def _claim(session: AsyncSession, channel: str, key: str) -> bool:
+    async def _claim(connection: AsyncConnection, channel: str, key: str) -> bool:
         """Mark the stored event handled, in the transaction that handles it: one statement,
         which on PostgreSQL also locks the row, so a resumed and a live handler in two
         processes cannot both act on it (the second waits, then finds it done). An event
         with no stored row (handled directly, as the terminal chat does) goes ahead."""
-        done = await session.exec(update(InboxEvent).where(  # type: ignore[call-overload]
-            col(InboxEvent.channel) == channel, col(InboxEvent.event_key) == key, col(InboxEvent.status) == "pending",
-        ).values(status="done", payload=None, handled_at=utcnow()))
+        done = await connection.execute(_CLAIM, {"channel_": channel, "key_": key, "now_": utcnow()})
         if done.rowcount:
             return True
-        stored = (await session.exec(select(InboxEvent.id).where(InboxEvent.channel == channel, InboxEvent.event_key == key))).first()
-        return stored is None
+        return (await connection.execute(_STORED, {"channel_": channel, "key_": key})).first() is None
 
     async def _presence(self, session: AsyncSession, event: Event) -> None:
         """Someone blocked the bot (or came back). Nothing can be answered; they are marked so

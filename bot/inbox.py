@@ -34,15 +34,13 @@ class Inbox:
             return []
         insert = pg_insert if self.db.is_postgres else sqlite_insert
         now = utcnow()
+        table = InboxEvent.__table__  # type: ignore[attr-defined]
+        stmt = insert(table).on_conflict_do_nothing(index_elements=["channel", "event_key"]).returning(table.c.event_key)
         async with self.db.transaction() as session:
-            stmt = (
-                insert(InboxEvent)
-                .values([dict(channel=channel, event_key=key, chat=chat, payload=json.dumps(payload, ensure_ascii=False),
-                              status="pending", attempts=0, received_at=now) for key, chat, payload in events])
-                .on_conflict_do_nothing(index_elements=["channel", "event_key"])
-                .returning(InboxEvent.event_key)
-            )
-            return list((await session.exec(stmt)).scalars())  # type: ignore[call-overload]
+            connection = await session.connection()
+            result = await connection.execute(stmt, [dict(channel=channel, event_key=key, chat=chat, payload=json.dumps(payload, ensure_ascii=False),
+                                                          status="pending", attempts=0, received_at=now) for key, chat, payload in events])
+            return list(result.scalars())
 
     async def pending(self, channel: str) -> list[InboxEvent]:
         async with self.db.session() as session:

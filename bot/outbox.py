@@ -28,6 +28,7 @@ from sqlalchemy import bindparam, insert, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import metrics
@@ -50,6 +51,7 @@ def lane(priority: int) -> str:
 # keyboard, deleting or editing a message, setting a command menu. Only new messages wait for the limiter.
 UNMETERED = frozenset({"ack", "clear_buttons", "delete", "commands", "edit"})
 REPLIES_PER_CHAT = 3  # places one chat may take in a claim of the reply lane
+_ADD_ROWS = OutboxMessage.__table__.insert()  # type: ignore[attr-defined]
 
 
 class DeliveryError(Exception):
@@ -129,12 +131,14 @@ class Outbox:
 
     @staticmethod
     async def add_many(session: AsyncSession, channel: str, chat: str, rows: list[tuple[str, dict[str, Any]]],
-                       priority: int = PRIORITY_REPLY) -> None:
-        """An update's answers as one INSERT (the ORM would issue one per row)."""
+                       priority: int = PRIORITY_REPLY, *, connection: AsyncConnection | None = None) -> None:
+        """An update's answers as one statement on SQLAlchemy Core: the ORM's bulk insert cost
+        a millisecond an update in the profile of the update path."""
         if not rows:
             return
         now = utcnow()
-        await session.exec(insert(OutboxMessage), params=[  # type: ignore[call-overload]
+        connection = connection or await session.connection()
+        await connection.execute(_ADD_ROWS, [
             dict(channel=channel, chat=chat, kind=kind, payload=Outbox.encode(payload), priority=priority, status="pending",
                  attempts=0, not_before=now, created_at=now, uncertain=False) for kind, payload in rows])
 

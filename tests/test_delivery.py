@@ -487,3 +487,70 @@ async def test_a_case_card_whose_answer_was_lost_is_sent_again_marked_as_a_repea
     assert not first.text.startswith(repeat[:20]) and "The agent kept our passports" in first.text
     assert second.text.startswith(repeat) and "The agent kept our passports" in second.text, second.text[:200]
     await in_group(fake, BANGKOK, code)
+
+
+async def _people_write_at_once(core: Core, addresses: list[str], first_key: int) -> list[list[Any]]:
+    keys = [str(first_key + n) for n in range(len(addresses))]
+    await core.inbox.store("telegram", [(key, address, {}) for key, address in zip(keys, addresses)])
+    return await asyncio.gather(*(core.conversations.handle(Event(channel="telegram", address=address, command="start", client_lang="km"),
+                                                            inbox_key=key) for key, address in zip(keys, addresses)))
+
+
+async def test_people_writing_at_once_are_answered_in_one_transaction(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: ten people's first messages arriving together are handled in one
+    transaction (one disk sync), and each gets their own welcome, in Khmer."""
+    settings = Settings(database_url=database_url, telegram_bot_token=None, flows_dir=PROJECT_ROOT / "flows",
+                        locales_dir=PROJECT_ROOT / "locales")
+    core = await build_core(settings)
+    transactions = 0
+    opened = core.db.transaction
+
+    def counted() -> Any:
+        nonlocal transactions
+        transactions += 1
+        return opened()
+
+    monkeypatch.setattr(core.db, "transaction", counted)
+    try:
+        addresses = [str(7_100 + n) for n in range(10)]
+        answers = await _people_write_at_once(core, addresses, 71_000)
+        assert transactions == 2, "one to store the ten updates, one to answer them all"
+        welcome = core.texts.get("km", "language.pick")
+        for answer in answers:
+            assert answer and welcome.split("\n")[0] in answer[0].text, answer
+        async with core.db.session() as session:
+            chats = Counter((await session.exec(select(OutboxMessage.chat).where(col(OutboxMessage.chat).in_(addresses)))).all())
+        assert set(chats) == set(addresses), "each person's answer is queued for them"
+        assert not await core.inbox.pending("telegram")
+    finally:
+        await core.close()
+
+
+async def test_one_message_that_breaks_the_engine_takes_no_one_elses_answer_with_it(database_url: str) -> None:
+    """The batch is rolled back and handled one event at a time: the nine others are
+    answered as usual, the tenth is told something went wrong, nothing stays pending."""
+    settings = Settings(database_url=database_url, telegram_bot_token=None, flows_dir=PROJECT_ROOT / "flows",
+                        locales_dir=PROJECT_ROOT / "locales")
+    core = await build_core(settings)
+    handle = core.engine.handle
+
+    async def breaks_for_one(session: Any, event: Event) -> Any:
+        if event.address == "7205":
+            raise RuntimeError("a bug met by one message")
+        return await handle(session, event)
+
+    core.engine.handle = breaks_for_one  # type: ignore[method-assign]
+    try:
+        addresses = [str(7_200 + n) for n in range(10)]
+        answers = await _people_write_at_once(core, addresses, 72_000)
+        welcome = core.texts.get("km", "language.pick").split("\n")[0]
+        sorry = core.texts.get("km", "common.error")
+        for address, answer in zip(addresses, answers):
+            assert len(answer) == 1
+            assert (sorry if address == "7205" else welcome) in answer[0].text, (address, answer[0].text)
+        async with core.db.session() as session:
+            rows = (await session.exec(select(OutboxMessage).where(col(OutboxMessage.chat).in_(addresses)))).all()
+        assert Counter(row.chat for row in rows) == {address: 1 for address in addresses}, "one answer each, none twice"
+        assert not await core.inbox.pending("telegram")
+    finally:
+        await core.close()

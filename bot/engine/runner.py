@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -42,6 +43,9 @@ ZAWGYI_TOLD = "_zawgyi_told"
 HUBS = {"menu"}     # flows where a typed request opens at once: there is no place to lose
 EMERGENCY_KINDS = ("police", "emergency", "ambulance", "fire")
 LANGUAGE_COUNTRY = {"km": "KH", "lo": "LA", "th": "TH", "vi": "VN", "my": "MM"}
+# Built once: building the statement cost a third of a millisecond an update.
+_LOAD_USER = (select(User, Conversation).outerjoin(Conversation, col(Conversation.user_id) == col(User.id))
+              .where(col(User.channel) == bindparam("channel_"), col(User.address) == bindparam("address_")).with_for_update(of=User))
 
 
 class FlowLoop(RuntimeError):
@@ -101,9 +105,7 @@ class Engine:
         # Locked for the transaction: with several workers, two updates of one person reaching
         # two of them at once are handled one after the other, each on the other's result.
         # One query for both (the person and where they are): this runs for every update.
-        found = (await session.exec(
-            select(User, Conversation).outerjoin(Conversation, col(Conversation.user_id) == col(User.id))
-            .where(User.channel == channel, User.address == address).with_for_update(of=User))).first()
+        found = (await session.exec(_LOAD_USER, params={"channel_": channel, "address_": address})).first()  # type: ignore[call-overload]
         user, conversation = found if found is not None else (None, None)
         if user is None:
             user = User(channel=channel, address=address)
