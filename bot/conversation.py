@@ -22,7 +22,7 @@ from bot.engine.events import Deletion, Event, Message, Output
 from bot.engine.myanmar import read_as_unicode
 from bot.engine.runner import Engine
 from bot.inbox import Inbox
-from bot.outbox import Outbox
+from bot.outbox import ADDED_TO, Outbox, Sender
 from storage.db import Database
 from storage.models import InboxEvent, OutboxMessage, User, utcnow
 
@@ -130,14 +130,22 @@ class Conversations:
 
     async def _transaction(self, batch: list[_Waiting]) -> list[list[Output]]:
         results: list[list[Output]] = []
+        handed: list[tuple[Sender, list[OutboxMessage]]] = []
         async with self.db.transaction() as session:
             connection = await session.connection()
             for waiting in batch:
-                results.append(await self._handle_in(session, connection, waiting))
-        self.outbox.notify()
+                results.append(await self._handle_in(session, connection, waiting, handed))
+            queued_by_claim = bool(session.info.get(ADDED_TO)) or len(handed) < len(batch)
+        # Committed: the answers may go. Those handed over are sent at once; anything else
+        # written is found by the sender's claim.
+        for sender, rows in handed:
+            sender.take(rows)
+        if queued_by_claim:
+            self.outbox.notify()
         return results
 
-    async def _handle_in(self, session: AsyncSession, connection: AsyncConnection, waiting: _Waiting) -> list[Output]:
+    async def _handle_in(self, session: AsyncSession, connection: AsyncConnection, waiting: _Waiting,
+                         handed: list[tuple[Sender, list[OutboxMessage]]]) -> list[Output]:
         event, inbox_key = waiting.event, waiting.inbox_key
         rows: list[tuple[str, dict[str, Any]]] = list(waiting.receipts)
         messages: list[Output] = []
@@ -158,8 +166,24 @@ class Conversations:
                 raise EngineFailed from exc
         for output in messages:
             rows.append(("delete", {"message_id": output.ref}) if isinstance(output, Deletion) else ("message", output.to_payload()))
-        await Outbox.add_many(session, event.channel, event.reply_to, rows, connection=connection)
+        sender = await self._sender_for(session, connection, event) if rows else None
+        leased = await Outbox.add_many(session, event.channel, event.reply_to, rows, connection=connection, leased_to=sender)
+        if sender is not None:
+            handed.append((sender, leased))
         return messages
+
+    async def _sender_for(self, session: AsyncSession, connection: AsyncConnection, event: Event) -> Sender | None:
+        """The sender to hand this person's answers to straight after the commit, if there is
+        one here and nothing of theirs is still to be sent (by any process) that the answers
+        could overtake; otherwise they are queued for the sender's claim, behind it."""
+        sender = self.outbox.takers.get(event.channel)
+        chat = event.reply_to
+        if sender is None or (event.chat and event.chat != event.address) or (event.channel, chat) in session.info.get(ADDED_TO, ()):
+            return None
+        if await Outbox.open_rows(connection, event.channel, chat) == sender.holds(chat):
+            return sender
+        sender.waits_behind(chat)
+        return None
 
     @staticmethod
     async def _claim(connection: AsyncConnection, channel: str, key: str) -> bool:

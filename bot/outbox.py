@@ -33,7 +33,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import metrics
 from storage.db import Database
-from storage.models import OutboxMessage, SendBudget, User, utcnow
+from storage.models import OPEN_ROWS, OutboxMessage, SendBudget, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,16 @@ def lane(priority: int) -> str:
 # keyboard, deleting or editing a message, setting a command menu. Only new messages wait for the limiter.
 UNMETERED = frozenset({"ack", "clear_buttons", "delete", "commands", "edit"})
 REPLIES_PER_CHAT = 3  # places one chat may take in a claim of the reply lane
-_ADD_ROWS = OutboxMessage.__table__.insert()  # type: ignore[attr-defined]
+REPLY_CLAIM = 50
+_TABLE = OutboxMessage.__table__  # type: ignore[attr-defined]
+_ADD_ROWS = _TABLE.insert()
+_ADD_LEASED = _TABLE.insert().returning(_TABLE.c.id, sort_by_parameter_order=True)
+_OPEN_ROWS = select(func.count()).select_from(_TABLE).where(_TABLE.c.channel == bindparam("channel_"), _TABLE.c.chat == bindparam("chat_"),
+                                                          OPEN_ROWS, _TABLE.c.priority < PRIORITY_BROADCAST)
+# A row is held by a sender when its claim token is the sender's: claimed rows are marked
+# sending; rows handed over at once stay pending, leased (not_before) until they are sent.
+HELD = ("pending", "sending")
+ADDED_TO = "outbox_chats"  # session.info: the (channel, chat) pairs a transaction queued rows for through `add`
 
 
 class DeliveryError(Exception):
@@ -115,6 +124,9 @@ class Outbox:
         self.lease = lease
         self.wakeup = asyncio.Event()
         self._sent_refs: OrderedDict[int, str] = OrderedDict()
+        # The sender of each channel that takes a reply straight from the transaction that
+        # wrote it (Sender.take), while it runs in this process.
+        self.takers: dict[str, Sender] = {}
 
     @staticmethod
     def encode(payload: dict[str, Any]) -> str:
@@ -127,20 +139,37 @@ class Outbox:
         if not_before is not None:
             row.not_before = not_before
         session.add(row)
+        session.info.setdefault(ADDED_TO, set()).add((channel, chat))
         return row
 
     @staticmethod
     async def add_many(session: AsyncSession, channel: str, chat: str, rows: list[tuple[str, dict[str, Any]]],
-                       priority: int = PRIORITY_REPLY, *, connection: AsyncConnection | None = None) -> None:
-        """An update's answers as one statement on SQLAlchemy Core: the ORM's bulk insert cost
-        a millisecond an update in the profile of the update path."""
+                       priority: int = PRIORITY_REPLY, *, connection: AsyncConnection | None = None,
+                       leased_to: Sender | None = None) -> list[OutboxMessage]:
+        """An update's answers as one statement on SQLAlchemy Core (the ORM's bulk insert cost
+        a millisecond an update in the profile of the update path). With `leased_to`, the rows
+        are written already leased to that sender and returned, to be handed to it once
+        committed (`Sender.take`): no claim has to find them."""
         if not rows:
-            return
+            return []
         now = utcnow()
         connection = connection or await session.connection()
-        await connection.execute(_ADD_ROWS, [
-            dict(channel=channel, chat=chat, kind=kind, payload=Outbox.encode(payload), priority=priority, status="pending",
-                 attempts=0, not_before=now, created_at=now, uncertain=False) for kind, payload in rows])
+        values = [dict(channel=channel, chat=chat, kind=kind, payload=Outbox.encode(payload), priority=priority, status="pending",
+                       attempts=0, not_before=now, created_at=now, uncertain=False) for kind, payload in rows]
+        if leased_to is None:
+            await connection.execute(_ADD_ROWS, values)
+            return []
+        until = now + leased_to.outbox.lease
+        for value in values:
+            value.update(attempts=1, not_before=until, claim_token=leased_to.token)
+        ids = (await connection.execute(_ADD_LEASED, values)).scalars().all()
+        return [OutboxMessage(id=row_id, **value) for row_id, value in zip(ids, values)]
+
+    @staticmethod
+    async def open_rows(connection: AsyncConnection, channel: str, chat: str) -> int:
+        """How many replies and partner messages for this chat are still to be sent, by any
+        process (broadcasts wait behind replies anyway)."""
+        return int((await connection.execute(_OPEN_ROWS, {"channel_": channel, "chat_": chat})).scalar_one())
 
     def remember_sent(self, outbox_id: int, ref: str | None) -> None:
         """Outcomes are recorded in groups, so a row sent a moment ago may not show as sent
@@ -243,7 +272,7 @@ class Outbox:
                 await session.exec(
                     update(OutboxMessage)  # type: ignore[call-overload]
                     .where(col(OutboxMessage.id).in_([r.id for r in rows if r.claim_token == token]),
-                           OutboxMessage.status == "sending", OutboxMessage.claim_token == token)
+                           col(OutboxMessage.status).in_(HELD), OutboxMessage.claim_token == token)
                     .values(not_before=until).execution_options(synchronize_session=False)
                 )
 
@@ -253,7 +282,7 @@ class Outbox:
             return
         now = utcnow()
         table = OutboxMessage.__table__  # type: ignore[attr-defined]
-        held = (table.c.id == bindparam("row_id")) & (table.c.status == "sending") & (table.c.claim_token == bindparam("token"))
+        held = (table.c.id == bindparam("row_id")) & OPEN_ROWS & (table.c.claim_token == bindparam("token"))
         async with self.db.transaction() as session:
             connection = await session.connection()
             done = [{"row_id": o.row.id, "token": o.row.claim_token, "outcome": o.status, "ref": o.ref}
@@ -425,7 +454,7 @@ class Sender:
     def __init__(self, outbox: Outbox, channel: str, deliver: Deliver, *, idle_poll: float = 2.0,
                  max_attempts: int | None = MAX_ATTEMPTS, max_age: timedelta | None = None,
                  limiter: RateLimiter | None = None, concurrency: int = 8, bulk_batch: int = 200,
-                 per_chat_interval: float = 1.0) -> None:
+                 per_chat_interval: float = 1.0, takes_replies: bool = False) -> None:
         self.outbox = outbox
         self.channel = channel
         self.deliver = deliver
@@ -439,10 +468,21 @@ class Sender:
         self.last_bulk: OrderedDict[str, float] = OrderedDict()
         self.bulk_wakeup = asyncio.Event()
         self._unsettled: list[Outcome] = []
-        self._settling = asyncio.Lock()
+        self._waiters: list[asyncio.Future[None]] = []  # callers waiting for the next recording of outcomes
+        self._recording: asyncio.Future[None] | None = None  # the recording being written
+        self._recorder: asyncio.Task[None] | None = None
         self._stopping = False
         self._held: dict[int, OutboxMessage] = {}
         self._stopped = asyncio.Event()
+        self.takes_replies = takes_replies
+        self.token = secrets.token_hex(8)  # rows handed straight to this sender are leased with it
+        self._chats: dict[str, deque[OutboxMessage]] = {}  # reply-lane rows being sent, in order, per chat
+        self._set_back: dict[str, float] = {}  # chats whose rows wait (a 429, an earlier row): until when
+        self._chat_tasks: set[asyncio.Task[None]] = set()
+        self._gate = asyncio.Semaphore(concurrency)
+        self._open: dict[str, int] = {}  # rows taken per chat whose outcome is not yet recorded
+        self._taken: set[int] = set()
+        self._behind: set[str] = set()
 
     async def stop(self, running: asyncio.Task[None], grace: float = 5.0) -> None:
         """Let the lanes finish what they hold (recording every outcome), then end."""
@@ -455,6 +495,86 @@ class Sender:
             log.warning("sender did not stop within %.0fs; cancelling", grace)
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
+        await self._finish_chats(grace)
+        try:
+            await asyncio.wait_for(self._record([]), grace)
+        except TimeoutError:
+            log.warning("send outcomes not recorded within %.0fs; those rows are sent again at the next start", grace)
+
+    def holds(self, chat: str) -> int:
+        """How many of this chat's rows this sender holds (queued, being sent, or sent with
+        the outcome not yet recorded). If that is all the chat has still to be sent, a new
+        row may queue behind them here."""
+        return self._open.get(chat, 0)
+
+    def waits_behind(self, chat: str) -> None:
+        """A row of this chat was queued for the claim, behind rows held here: the claim is
+        woken once those are recorded."""
+        self._behind.add(chat)
+
+    def take(self, rows: list[OutboxMessage]) -> None:
+        """Send rows of one chat, already leased to this sender, after what it holds of that
+        chat. Rows of a chat whose earlier rows were set back go back to the outbox to wait
+        behind them."""
+        if not rows:
+            return
+        chat = rows[0].chat
+        for row in rows:
+            self._held[row.id] = row  # type: ignore[index]
+            self._taken.add(row.id)  # type: ignore[arg-type]
+        self._open[chat] = self._open.get(chat, 0) + len(rows)
+        until = self._set_back.get(chat)
+        if until is not None and (until > time.monotonic() or self._stopping):
+            self._record_soon([Outcome(row, "later", after=max(0.0, until - time.monotonic())) for row in rows])
+            return
+        self._set_back.pop(chat, None)
+        queue = self._chats.get(chat)
+        if queue is not None:
+            queue.extend(rows)
+            return
+        self._chats[chat] = deque(rows)
+        task = asyncio.create_task(self._send_chat(chat), name=f"{self.channel}-chat-replies")
+        self._chat_tasks.add(task)
+        task.add_done_callback(self._chat_done)
+
+    def _chat_done(self, task: asyncio.Task[None]) -> None:
+        self._chat_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Neither a chat's task nor the recorder lets an error out; one that does is a bug,
+            # said loudly. The rows it held stay leased until the lease runs out, then are sent again.
+            log.error("%s failed: %s", task.get_name(), type(task.exception()).__name__, exc_info=task.exception())
+
+    async def _send_chat(self, chat: str) -> None:
+        queue = self._chats[chat]
+        try:
+            async with self._gate:
+                while queue:
+                    row = queue.popleft()
+                    outcome = await self._send(row)
+                    if outcome.status in ("retry", "later"):
+                        self._set_back[chat] = time.monotonic() + outcome.after
+                        rest = list(queue)
+                        queue.clear()
+                        self._record_soon([outcome] + [Outcome(r, "later", after=outcome.after) for r in rest])
+                        break
+                    self._record_soon([outcome])
+        finally:
+            leftover = list(queue)
+            queue.clear()
+            del self._chats[chat]
+            if leftover:  # taken after the set-back above: they wait too
+                self._record_soon([Outcome(r, "later", after=max(0.0, self._set_back.get(chat, 0.0) - time.monotonic())) for r in leftover])
+            if len(self._set_back) > 10_000:
+                now = time.monotonic()
+                self._set_back = {c: t for c, t in self._set_back.items() if t > now}
+
+    async def _finish_chats(self, grace: float) -> None:
+        if not self._chat_tasks:
+            return
+        _, late = await asyncio.wait(list(self._chat_tasks), timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     async def drain(self) -> int:
         """Send everything due now, replies first; return how many rows were handled."""
@@ -468,9 +588,13 @@ class Sender:
 
     async def run(self) -> None:
         self._stopped.clear()
+        if self.takes_replies:
+            self.outbox.takers[self.channel] = self
         try:
             await _all_or_none([self._lanes(), self._keep_leases()])
         finally:
+            if self.outbox.takers.get(self.channel) is self:
+                del self.outbox.takers[self.channel]
             self._stopped.set()
 
     async def _lanes(self) -> None:
@@ -490,14 +614,25 @@ class Sender:
                 await self.outbox.renew(list(self._held.values()))
 
     async def _reply_lane(self) -> None:
-        while not self._stopping:
-            self.outbox.wakeup.clear()
-            rows = await self.outbox.claim(self.channel, 50, max_priority=PRIORITY_BROADCAST - 1, per_chat=REPLIES_PER_CHAT)
-            if rows:
-                await self._send_all(rows)
-                continue
-            self.bulk_wakeup.set()
-            await self._idle(self.outbox.wakeup)
+        """Rows no one handed over (written by another process, set back, or left by a sender
+        that died) are claimed here and sent through the same per-chat queues."""
+        try:
+            while not self._stopping:
+                while len(self._held) >= REPLY_CLAIM and self._chat_tasks:  # what was claimed goes out before more is
+                    await asyncio.wait(list(self._chat_tasks), return_when=asyncio.FIRST_COMPLETED)
+                self.outbox.wakeup.clear()
+                rows = await self.outbox.claim(self.channel, REPLY_CLAIM, max_priority=PRIORITY_BROADCAST - 1, per_chat=REPLIES_PER_CHAT)
+                if rows:
+                    by_chat: defaultdict[str, list[OutboxMessage]] = defaultdict(list)
+                    for row in rows:
+                        by_chat[row.chat].append(row)
+                    for chat_rows in by_chat.values():
+                        self.take(chat_rows)
+                    continue
+                self.bulk_wakeup.set()
+                await self._idle(self.outbox.wakeup)
+        finally:
+            await self._finish_chats(5.0)
 
     async def _bulk_lane(self) -> None:
         """Claims the next batch while the current one is being sent: waiting for the
@@ -557,13 +692,67 @@ class Sender:
         await self._record([])
 
     async def _record(self, outcomes: list[Outcome]) -> None:
+        """Record outcomes, returning once they are written (with nothing new, once what is
+        being written is)."""
+        written = self._record_soon(outcomes)
+        if written is not None:
+            await asyncio.shield(written)
+
+    def _record_soon(self, outcomes: list[Outcome]) -> asyncio.Future[None] | None:
+        """Outcomes are written in groups, by one task, as fast as the database takes them; the
+        caller goes on (the next row of its chat) and may wait for the returned future."""
         for outcome in outcomes:
             self._held.pop(outcome.row.id, None)  # type: ignore[arg-type]
         self._unsettled.extend(outcomes)
-        while self._unsettled and not self._settling.locked():
-            async with self._settling:
+        if not self._unsettled:
+            return self._recording
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(written)
+        if self._recorder is None:
+            self._recorder = asyncio.create_task(self._write_outcomes(), name=f"{self.channel}-outcomes")
+            self._recorder.add_done_callback(self._chat_done)
+        return written
+
+    async def _write_outcomes(self) -> None:
+        """Runs while outcomes wait. A failed write (the database busy past its timeout) is
+        logged and tried again: until written, the rows stay leased to this sender."""
+        try:
+            while self._unsettled:
                 batch, self._unsettled = self._unsettled, []
-                await self.outbox.settle(batch)
+                waiters, self._waiters = self._waiters, []
+                self._recording = self._recording or asyncio.get_running_loop().create_future()
+                try:
+                    await self.outbox.settle(batch)
+                except Exception as exc:
+                    log.error("recording %d send outcome(s) failed (%s); trying again", len(batch), type(exc).__name__)
+                    self._unsettled[:0], self._waiters[:0] = batch, waiters
+                    await asyncio.sleep(0.5)
+                    continue
+                self._settled(batch)
+                recording, self._recording = self._recording, None
+                for written in [*waiters, recording]:
+                    if not written.done():
+                        written.set_result(None)
+        finally:
+            self._recorder = None
+
+    def _settled(self, outcomes: list[Outcome]) -> None:
+        wake = False
+        for outcome in outcomes:
+            if outcome.row.id not in self._taken:
+                continue
+            self._taken.discard(outcome.row.id)  # type: ignore[arg-type]
+            chat = outcome.row.chat
+            left = self._open.get(chat, 0)
+            if left > 1:
+                self._open[chat] = left - 1
+                continue
+            del self._open[chat]
+            if chat in self._behind:
+                self._behind.discard(chat)
+                wake = True
+        if wake:
+            self.outbox.notify()
 
     async def _send(self, row: OutboxMessage) -> Outcome:
         outcome = await self._try(row)

@@ -9,13 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from storage.clock import utcnow  # re-exported: every module reads the time through it
 from storage.crypto import EncryptedJSON, EncryptedText
 
-
+OPEN_ROWS = text("status IN ('pending', 'sending')")
 
 
 class User(SQLModel, table=True):
@@ -72,7 +72,10 @@ class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox"
     # The senders' claim walks this in order and stops at its limit, so a reply is found at
     # once however many broadcast rows are queued behind it.
-    __table_args__ = (Index("ix_outbox_claim", "channel", "status", "priority", "id"),)
+    # Whether a chat has rows not yet sent (asked for every update, so a new answer never
+    # overtakes an earlier one): a partial index, holding only those rows.
+    __table_args__ = (Index("ix_outbox_claim", "channel", "status", "priority", "id"),
+                      Index("ix_outbox_open_chat", "channel", "chat", sqlite_where=OPEN_ROWS, postgresql_where=OPEN_ROWS))
 
     id: int | None = Field(default=None, primary_key=True)
     channel: str = Field(max_length=32, index=True)

@@ -137,7 +137,7 @@ class TelegramChannel:
         self.app.add_handler(TypeHandler(Update, self._on_update))
         budget = SharedBudget(outbox.db, CHANNEL, rate) if shared_rate else None
         self.sender = Sender(outbox, CHANNEL, self.deliver, limiter=RateLimiter(rate, shared=budget), concurrency=SEND_CONNECTIONS,
-                             bulk_batch=max(200, int(rate)))
+                             bulk_batch=max(200, int(rate)), takes_replies=True)
         self._tasks: set[asyncio.Task[None]] = set()
         self._offset: int | None = None
         self._stopping = asyncio.Event()
