@@ -512,10 +512,11 @@ class Sender:
         woken once those are recorded."""
         self._behind.add(chat)
 
-    def take(self, rows: list[OutboxMessage]) -> None:
+    def take(self, rows: list[OutboxMessage], *, claimed: bool = False) -> None:
         """Send rows of one chat, already leased to this sender, after what it holds of that
-        chat. Rows of a chat whose earlier rows were set back go back to the outbox to wait
-        behind them."""
+        chat. Rows handed over while earlier rows of their chat are set back (a 429, a page
+        not open) go back to the outbox to wait behind them; rows found by a claim are due,
+        which the claim decided from the database."""
         if not rows:
             return
         chat = rows[0].chat
@@ -523,7 +524,7 @@ class Sender:
             self._held[row.id] = row  # type: ignore[index]
             self._taken.add(row.id)  # type: ignore[arg-type]
         self._open[chat] = self._open.get(chat, 0) + len(rows)
-        until = self._set_back.get(chat)
+        until = None if claimed else self._set_back.get(chat)
         if until is not None and (until > time.monotonic() or self._stopping):
             self._record_soon([Outcome(row, "later", after=max(0.0, until - time.monotonic())) for row in rows])
             return
@@ -627,7 +628,7 @@ class Sender:
                     for row in rows:
                         by_chat[row.chat].append(row)
                     for chat_rows in by_chat.values():
-                        self.take(chat_rows)
+                        self.take(chat_rows, claimed=True)
                     continue
                 self.bulk_wakeup.set()
                 await self._idle(self.outbox.wakeup)

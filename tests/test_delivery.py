@@ -187,10 +187,14 @@ async def test_a_description_too_long_for_one_card_reaches_the_partner_whole(run
     code = received.text.split("code is ")[1][:6]
     card = await in_group(fake, BANGKOK, code)
     assert "🙋 Claim" in card.labels, "the card keeps its buttons"
-    await fake.wait_for(lambda: "".join(m.text for m in fake.bot_messages(BANGKOK)).replace("\n", "").count(description.strip()[-30:]) >= 1)
-    thread = [m for m in fake.bot_messages(BANGKOK) if m.message_id == card.message_id or m.reply_to == card.message_id]
-    words = "".join(m.text.split(":", 1)[-1] if m.message_id != card.message_id else m.text for m in thread)
-    assert words.replace(" ", "").replace("\n", "").replace("…", "").count(description.replace(" ", "")) == 1, "every word arrives, once"
+
+    def words() -> str:  # the card and its continuations, which reply to it (they may still be on their way)
+        thread = [m for m in fake.bot_messages(BANGKOK) if m.message_id == card.message_id or m.reply_to == card.message_id]
+        said = "".join(m.text.split(":", 1)[-1] if m.message_id != card.message_id else m.text for m in thread)
+        return said.replace(" ", "").replace("\n", "").replace("…", "")
+
+    await fake.wait_for(lambda: description.replace(" ", "") in words())
+    assert words().count(description.replace(" ", "")) == 1, "every word arrives, once"
     async with running_bot.core.db.session() as session:
         assert not (await session.exec(select(OutboxMessage).where(OutboxMessage.status == "failed"))).all()
 
@@ -554,3 +558,42 @@ async def test_one_message_that_breaks_the_engine_takes_no_one_elses_answer_with
         assert not await core.inbox.pending("telegram")
     finally:
         await core.close()
+
+
+async def test_answers_go_straight_to_the_sender_once_committed_and_never_from_a_rolled_back_attempt(running_bot: RunningBot) -> None:
+    """Two people write at the same moment; one message breaks the engine. The other person's
+    answer is handed to the sender straight from its transaction (no claim has to find it),
+    and the first person sees only the apology: what the failed attempt had queued was rolled
+    back with it and never sent."""
+    fake, core = running_bot.fake, running_bot.core
+    calm, unlucky = running_bot.user(7301, "th"), running_bot.user(7302, "th")
+    await calm.start_in(core.texts, "th")
+    await unlucky.start_in(core.texts, "th")
+    handle = core.engine.handle
+
+    async def breaks_after_answering(session: Any, event: Event) -> Any:
+        answers = await handle(session, event)
+        if event.address == "7302":
+            raise RuntimeError("a bug met after the answer was written")
+        return answers
+
+    claimed: list[str] = []
+    claim = core.outbox.claim
+
+    async def counted_claim(*args: Any, **kwargs: Any) -> list[OutboxMessage]:
+        rows = await claim(*args, **kwargs)
+        claimed.extend(row.chat for row in rows)
+        return rows
+
+    core.engine.handle = breaks_after_answering  # type: ignore[method-assign]
+    core.outbox.claim = counted_claim  # type: ignore[method-assign]
+    before = len(fake.sent_to(7302))
+    await asyncio.gather(calm.send("/hotlines"), unlucky.send("/hotlines"))
+    await calm.expect(re.escape(core.texts.get("th", "hotlines.pick_country")))
+    await unlucky.expect(re.escape(core.texts.get("th", "common.error")))
+    assert "7301" not in claimed, "the answer was handed over, not found by a claim"
+    core.engine.handle = handle  # type: ignore[method-assign]
+    await unlucky.send("/help")
+    await unlucky.expect(re.escape(core.texts.get("th", "help.text")[:20]))
+    texts = [m.text for m in fake.sent_to(7302)[before:]]
+    assert not any(core.texts.get("th", "hotlines.pick_country") in text for text in texts), texts
