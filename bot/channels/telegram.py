@@ -48,7 +48,8 @@ TELEGRAM_TEXT_LIMIT = 4096
 # more only adds event-loop overhead and a larger burst when a 429 pauses everything.
 SEND_CONNECTIONS = 32
 # TelegramChannel._send_text calls sendMessage through do_api_request on purpose.
-warnings.filterwarnings("ignore", message=r"Please use 'Bot\.(send_message|get_updates)'", category=PTBUserWarning)
+warnings.filterwarnings("ignore", message=r"Please use 'Bot\.(send_message|get_updates|answer_callback_query|edit_message_reply_markup|edit_message_text)'",
+                        category=PTBUserWarning)
 
 
 def _attachments(message: TgMessage) -> list[dict[str, str]]:
@@ -475,11 +476,13 @@ class TelegramChannel:
                 else:
                     await bot.delete_my_commands(scope=scope)
                 return None
+            # The two sends of every button press, as plain requests: python-telegram-bot would
+            # build a Message object from the answer that nothing reads.
             if row.kind == "ack":
-                await bot.answer_callback_query(payload["callback_id"])
+                await bot.do_api_request("answer_callback_query", api_kwargs={"callback_query_id": payload["callback_id"]})
                 return None
             if row.kind == "clear_buttons":
-                await bot.edit_message_reply_markup(chat_id, payload["message_id"], reply_markup=None)
+                await bot.do_api_request("edit_message_reply_markup", api_kwargs={"chat_id": chat_id, "message_id": payload["message_id"]})
                 return None
             raise Rejected(f"unknown outbox kind {row.kind}")
         except NotSentYet as exc:
