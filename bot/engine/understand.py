@@ -203,6 +203,7 @@ class Understander:
         self.intent_flows = intent_flows or {}
         self.report_categories = report_categories or {}
         self._index: dict[str, tuple[list[Example], dict[str, float]]] = {}
+        self._postings: dict[str, dict[str, list[int]]] = {}  # per language: feature -> the examples that have it
 
     @classmethod
     def from_dir(cls, directory: Path) -> Understander:
@@ -244,6 +245,11 @@ class Understander:
                 weights = {f: c * idf[f] for f, c in feats.items()}
                 norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
                 examples.append(Example(intent, text, weights, norm))
+            postings: dict[str, list[int]] = {}
+            for number, example in enumerate(examples):
+                for feature in example.weights:
+                    postings.setdefault(feature, []).append(number)
+            self._postings[lang] = postings
             self._index[lang] = (examples, idf)
         return self._index[lang]
 
@@ -265,10 +271,11 @@ class Understander:
         query = {f: c * idf.get(f, default_idf) for f, c in feats.items()}
         qnorm = math.sqrt(sum(w * w for w in query.values())) or 1.0
         best: dict[str, float] = {}
-        for example in examples:
+        postings = self._postings[lang]
+        sharing = sorted({number for f in query for number in postings.get(f, ())})  # only examples with a feature in common
+        for number in sharing:
+            example = examples[number]
             shared = [f for f in example.weights if f in query]
-            if not shared:
-                continue
             dot = sum(example.weights[f] * query[f] for f in shared)
             cosine = dot / (example.norm * qnorm)
             covered = sum(example.weights[f] ** 2 for f in shared) / (example.norm ** 2)
