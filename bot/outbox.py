@@ -55,8 +55,10 @@ REPLY_CLAIM = 50
 _TABLE = OutboxMessage.__table__  # type: ignore[attr-defined]
 _ADD_ROWS = _TABLE.insert()
 _ADD_LEASED = _TABLE.insert().returning(_TABLE.c.id, sort_by_parameter_order=True)
-_OPEN_ROWS = select(func.count()).select_from(_TABLE).where(_TABLE.c.channel == bindparam("channel_"), _TABLE.c.chat == bindparam("chat_"),
-                                                          OPEN_ROWS, _TABLE.c.priority < PRIORITY_BROADCAST)
+# Walks ix_outbox_claim over the replies and partner messages not yet sent (a few, however
+# many broadcast rows are queued), then picks the chat's.
+_OPEN_ROWS = select(func.count()).select_from(_TABLE).where(_TABLE.c.channel == bindparam("channel_"), OPEN_ROWS,
+                                                          _TABLE.c.priority < PRIORITY_BROADCAST, _TABLE.c.chat == bindparam("chat_"))
 # A row is held by a sender when its claim token is the sender's: claimed rows are marked
 # sending; rows handed over at once stay pending, leased (not_before) until they are sent.
 HELD = ("pending", "sending")
@@ -677,16 +679,16 @@ class Sender:
             self._held[row.id] = row  # type: ignore[index]
         if avoid:
             waiting = [row for chat in avoid & by_chat.keys() for row in by_chat.pop(chat)]
-            await self._record([Outcome(row, "later", after=self.per_chat_interval) for row in waiting])
+            self._record_soon([Outcome(row, "later", after=self.per_chat_interval) for row in waiting])
         gate = asyncio.Semaphore(self.concurrency)
 
         async def chat_rows(chat_rows: list[OutboxMessage]) -> None:
             async with gate:
                 for index, row in enumerate(chat_rows):
                     outcome = await self._send(row)
-                    await self._record([outcome])
+                    self._record_soon([outcome])
                     if outcome.status in ("retry", "later"):
-                        await self._record([Outcome(rest, "later", after=outcome.after) for rest in chat_rows[index + 1:]])
+                        self._record_soon([Outcome(rest, "later", after=outcome.after) for rest in chat_rows[index + 1:]])
                         return
 
         await _all_or_none([chat_rows(group) for group in by_chat.values()])

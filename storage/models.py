@@ -72,10 +72,7 @@ class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox"
     # The senders' claim walks this in order and stops at its limit, so a reply is found at
     # once however many broadcast rows are queued behind it.
-    # Whether a chat has rows not yet sent (asked for every update, so a new answer never
-    # overtakes an earlier one): a partial index, holding only those rows.
-    __table_args__ = (Index("ix_outbox_claim", "channel", "status", "priority", "id"),
-                      Index("ix_outbox_open_chat", "channel", "chat", sqlite_where=OPEN_ROWS, postgresql_where=OPEN_ROWS))
+    __table_args__ = (Index("ix_outbox_claim", "channel", "status", "priority", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     channel: str = Field(max_length=32, index=True)
