@@ -54,6 +54,7 @@ async def test_a_lao_speaker_gets_the_document_checklist_for_thailand_in_lao(run
 
 async def test_commands_are_registered_in_every_language(running_bot: RunningBot) -> None:
     fake, texts = running_bot.fake, running_bot.core.texts
+    await fake.wait_for(lambda: len(fake.commands) == 6)  # sent once polling has begun
     assert set(fake.commands) == {None, "km", "lo", "th", "vi", "my"}
     thai = {c["command"]: c["description"] for c in fake.commands["th"]}
     assert thai["hotlines"] == texts.get("th", "command.hotlines")

@@ -155,7 +155,6 @@ class TelegramChannel:
             log.info("webhook mode: Telegram posts updates to the webhook's path")
         else:
             await self.app.bot.delete_webhook()  # back to polling: Telegram refuses getUpdates while a webhook is set
-        await self.register_commands()
         await self.resume_pending()
         highest = await self.inbox.highest_key(CHANNEL)
         self._offset = highest + 1 if highest is not None else None
@@ -182,16 +181,23 @@ class TelegramChannel:
         sender = asyncio.create_task(supervise("telegram sender", self.sender.run, stopping=self._stopping.is_set), name="telegram-sender")
         sender.add_done_callback(self._sender_ended)
         self._sender_task = sender
+        # The command menus go while updates are already being fetched: six requests fewer
+        # between a start (a deploy, a crash) and the first answer. Retried until they go.
+        menus = asyncio.create_task(supervise("command menus", self.register_commands, stopping=self._stopping.is_set), name="telegram-menus")
+        menus.add_done_callback(self._sender_ended)
         try:
             if self.webhook is None:
                 await self.fetch_forever()
             else:
                 await self._stopping.wait()  # updates come to on_webhook
         finally:
+            menus.cancel()
+            await asyncio.gather(menus, return_exceptions=True)
             await self.sender.stop(sender)
             await self.stop()
-        if sender.done() and not sender.cancelled() and sender.exception() is not None:
-            raise sender.exception()  # type: ignore[misc]
+        for task in (sender, menus):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
     def sending(self) -> bool:
         """Whether the sender is running (for /readyz)."""
