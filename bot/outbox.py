@@ -621,7 +621,7 @@ class Sender:
         that died) are claimed here and sent through the same per-chat queues."""
         try:
             while not self._stopping:
-                while len(self._held) >= REPLY_CLAIM and self._chat_tasks:  # what was claimed goes out before more is
+                while sum(self._open.values()) >= REPLY_CLAIM and self._chat_tasks:  # what was taken goes out before more is
                     await asyncio.wait(list(self._chat_tasks), return_when=asyncio.FIRST_COMPLETED)
                 self.outbox.wakeup.clear()
                 rows = await self.outbox.claim(self.channel, REPLY_CLAIM, max_priority=PRIORITY_BROADCAST - 1, per_chat=REPLIES_PER_CHAT)
@@ -697,24 +697,23 @@ class Sender:
     async def _record(self, outcomes: list[Outcome]) -> None:
         """Record outcomes, returning once they are written (with nothing new, once what is
         being written is)."""
-        written = self._record_soon(outcomes)
-        if written is not None:
+        self._record_soon(outcomes)
+        if self._unsettled:
+            written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(written)
             await asyncio.shield(written)
+        elif self._recording is not None:
+            await asyncio.shield(self._recording)
 
-    def _record_soon(self, outcomes: list[Outcome]) -> asyncio.Future[None] | None:
-        """Outcomes are written in groups, by one task, as fast as the database takes them; the
-        caller goes on (the next row of its chat) and may wait for the returned future."""
+    def _record_soon(self, outcomes: list[Outcome]) -> None:
+        """Outcomes are written in groups, by one task, as fast as the database takes them;
+        the caller goes on (the next row of its chat)."""
         for outcome in outcomes:
             self._held.pop(outcome.row.id, None)  # type: ignore[arg-type]
         self._unsettled.extend(outcomes)
-        if not self._unsettled:
-            return self._recording
-        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(written)
-        if self._recorder is None:
+        if self._unsettled and self._recorder is None:
             self._recorder = asyncio.create_task(self._write_outcomes(), name=f"{self.channel}-outcomes")
             self._recorder.add_done_callback(self._chat_done)
-        return written
 
     async def _write_outcomes(self) -> None:
         """Runs while outcomes wait. A failed write (the database busy past its timeout) is
