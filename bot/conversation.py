@@ -130,22 +130,23 @@ class Conversations:
 
     async def _transaction(self, batch: list[_Waiting]) -> list[list[Output]]:
         results: list[list[Output]] = []
-        handed: list[tuple[Sender, list[OutboxMessage]]] = []
+        written: list[tuple[Sender | None, list[OutboxMessage]]] = []
         async with self.db.transaction() as session:
             connection = await session.connection()
             for waiting in batch:
-                results.append(await self._handle_in(session, connection, waiting, handed))
-            queued_by_claim = bool(session.info.get(ADDED_TO)) or len(handed) < len(batch)
+                results.append(await self._handle_in(session, connection, waiting, written))
+            queued_for_claim = bool(session.info.get(ADDED_TO)) or any(sender is None for sender, _ in written)
         # Committed: the answers may go. Those handed over are sent at once; anything else
         # written is found by the sender's claim.
-        for sender, rows in handed:
-            sender.take(rows)
-        if queued_by_claim:
+        for sender, rows in written:
+            if sender is not None:
+                sender.take(rows)
+        if queued_for_claim:
             self.outbox.notify()
         return results
 
     async def _handle_in(self, session: AsyncSession, connection: AsyncConnection, waiting: _Waiting,
-                         handed: list[tuple[Sender, list[OutboxMessage]]]) -> list[Output]:
+                         written: list[tuple[Sender | None, list[OutboxMessage]]]) -> list[Output]:
         event, inbox_key = waiting.event, waiting.inbox_key
         rows: list[tuple[str, dict[str, Any]]] = list(waiting.receipts)
         messages: list[Output] = []
@@ -166,10 +167,10 @@ class Conversations:
                 raise EngineFailed from exc
         for output in messages:
             rows.append(("delete", {"message_id": output.ref}) if isinstance(output, Deletion) else ("message", output.to_payload()))
-        sender = await self._sender_for(session, connection, event) if rows else None
-        leased = await Outbox.add_many(session, event.channel, event.reply_to, rows, connection=connection, leased_to=sender)
-        if sender is not None:
-            handed.append((sender, leased))
+        if rows:
+            sender = await self._sender_for(session, connection, event)
+            written.append((sender, await Outbox.add_many(session, event.channel, event.reply_to, rows, connection=connection,
+                                                          leased_to=sender)))
         return messages
 
     async def _sender_for(self, session: AsyncSession, connection: AsyncConnection, event: Event) -> Sender | None:

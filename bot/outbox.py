@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, text
+from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, delete, func, select, update
@@ -33,7 +33,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import metrics
 from storage.db import Database
-from storage.models import OPEN_ROWS, OutboxMessage, SendBudget, User, utcnow
+from storage.models import OutboxMessage, SendBudget, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +53,15 @@ UNMETERED = frozenset({"ack", "clear_buttons", "delete", "commands", "edit"})
 REPLIES_PER_CHAT = 3  # places one chat may take in a claim of the reply lane
 REPLY_CLAIM = 50
 _TABLE = OutboxMessage.__table__  # type: ignore[attr-defined]
+# Not sent yet: pending (due, waiting, or handed straight to a sender and leased to it) or
+# sending (claimed). A sender holds a row of either kind while its claim token is the sender's.
+UNSENT = text("status IN ('pending', 'sending')")
 _ADD_ROWS = _TABLE.insert()
 _ADD_LEASED = _TABLE.insert().returning(_TABLE.c.id, sort_by_parameter_order=True)
 # Walks ix_outbox_claim over the replies and partner messages not yet sent (a few, however
 # many broadcast rows are queued), then picks the chat's.
-_OPEN_ROWS = select(func.count()).select_from(_TABLE).where(_TABLE.c.channel == bindparam("channel_"), OPEN_ROWS,
+_OPEN_ROWS = select(func.count()).select_from(_TABLE).where(_TABLE.c.channel == bindparam("channel_"), UNSENT,
                                                           _TABLE.c.priority < PRIORITY_BROADCAST, _TABLE.c.chat == bindparam("chat_"))
-# A row is held by a sender when its claim token is the sender's: claimed rows are marked
-# sending; rows handed over at once stay pending, leased (not_before) until they are sent.
-HELD = ("pending", "sending")
 ADDED_TO = "outbox_chats"  # session.info: the (channel, chat) pairs a transaction queued rows for through `add`
 
 
@@ -274,7 +274,7 @@ class Outbox:
                 await session.exec(
                     update(OutboxMessage)  # type: ignore[call-overload]
                     .where(col(OutboxMessage.id).in_([r.id for r in rows if r.claim_token == token]),
-                           col(OutboxMessage.status).in_(HELD), OutboxMessage.claim_token == token)
+                           UNSENT, OutboxMessage.claim_token == token)
                     .values(not_before=until).execution_options(synchronize_session=False)
                 )
 
@@ -284,7 +284,7 @@ class Outbox:
             return
         now = utcnow()
         table = OutboxMessage.__table__  # type: ignore[attr-defined]
-        held = (table.c.id == bindparam("row_id")) & OPEN_ROWS & (table.c.claim_token == bindparam("token"))
+        held = (table.c.id == bindparam("row_id")) & UNSENT & (table.c.claim_token == bindparam("token"))
         async with self.db.transaction() as session:
             connection = await session.connection()
             done = [{"row_id": o.row.id, "token": o.row.claim_token, "outcome": o.status, "ref": o.ref}
@@ -538,9 +538,9 @@ class Sender:
         self._chats[chat] = deque(rows)
         task = asyncio.create_task(self._send_chat(chat), name=f"{self.channel}-chat-replies")
         self._chat_tasks.add(task)
-        task.add_done_callback(self._chat_done)
+        task.add_done_callback(self._task_ended)
 
-    def _chat_done(self, task: asyncio.Task[None]) -> None:
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
         self._chat_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # Neither a chat's task nor the recorder lets an error out; one that does is a bug,
@@ -618,24 +618,21 @@ class Sender:
 
     async def _reply_lane(self) -> None:
         """Rows no one handed over (written by another process, set back, or left by a sender
-        that died) are claimed here and sent through the same per-chat queues."""
-        try:
-            while not self._stopping:
-                while sum(self._open.values()) >= REPLY_CLAIM and self._chat_tasks:  # what was taken goes out before more is
-                    await asyncio.wait(list(self._chat_tasks), return_when=asyncio.FIRST_COMPLETED)
-                self.outbox.wakeup.clear()
-                rows = await self.outbox.claim(self.channel, REPLY_CLAIM, max_priority=PRIORITY_BROADCAST - 1, per_chat=REPLIES_PER_CHAT)
-                if rows:
-                    by_chat: defaultdict[str, list[OutboxMessage]] = defaultdict(list)
-                    for row in rows:
-                        by_chat[row.chat].append(row)
-                    for chat_rows in by_chat.values():
-                        self.take(chat_rows, claimed=True)
-                    continue
-                self.bulk_wakeup.set()
-                await self._idle(self.outbox.wakeup)
-        finally:
-            await self._finish_chats(5.0)
+        that died) are claimed here and sent through the same per-chat queues (`stop` waits for them)."""
+        while not self._stopping:
+            while sum(self._open.values()) >= REPLY_CLAIM and self._chat_tasks:  # what was taken goes out before more is
+                await asyncio.wait(list(self._chat_tasks), return_when=asyncio.FIRST_COMPLETED)
+            self.outbox.wakeup.clear()
+            rows = await self.outbox.claim(self.channel, REPLY_CLAIM, max_priority=PRIORITY_BROADCAST - 1, per_chat=REPLIES_PER_CHAT)
+            if rows:
+                by_chat: defaultdict[str, list[OutboxMessage]] = defaultdict(list)
+                for row in rows:
+                    by_chat[row.chat].append(row)
+                for chat_rows in by_chat.values():
+                    self.take(chat_rows, claimed=True)
+                continue
+            self.bulk_wakeup.set()
+            await self._idle(self.outbox.wakeup)
 
     async def _bulk_lane(self) -> None:
         """Claims the next batch while the current one is being sent: waiting for the
@@ -713,7 +710,7 @@ class Sender:
         self._unsettled.extend(outcomes)
         if self._unsettled and self._recorder is None:
             self._recorder = asyncio.create_task(self._write_outcomes(), name=f"{self.channel}-outcomes")
-            self._recorder.add_done_callback(self._chat_done)
+            self._recorder.add_done_callback(self._task_ended)
 
     async def _write_outcomes(self) -> None:
         """Runs while outcomes wait. A failed write (the database busy past its timeout) is

@@ -9,13 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, UniqueConstraint, text
+from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from storage.clock import utcnow  # re-exported: every module reads the time through it
 from storage.crypto import EncryptedJSON, EncryptedText
 
-OPEN_ROWS = text("status IN ('pending', 'sending')")
+
 
 
 class User(SQLModel, table=True):

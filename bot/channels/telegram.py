@@ -47,7 +47,8 @@ TELEGRAM_TEXT_LIMIT = 4096
 # Sends in flight at once. Enough to reach 1000 a second at a few milliseconds per request;
 # more only adds event-loop overhead and a larger burst when a 429 pauses everything.
 SEND_CONNECTIONS = 32
-# TelegramChannel._send_text calls sendMessage through do_api_request on purpose.
+# sendMessage, editMessageText and the two sends of a button press go through do_api_request
+# on purpose (see _send_text and deliver).
 warnings.filterwarnings("ignore", message=r"Please use 'Bot\.(send_message|get_updates|answer_callback_query|edit_message_reply_markup|edit_message_text)'",
                         category=PTBUserWarning)
 
@@ -179,12 +180,12 @@ class TelegramChannel:
         is logged and it restarts; an error no restart can heal stops the whole bot."""
         await self.start()
         sender = asyncio.create_task(supervise("telegram sender", self.sender.run, stopping=self._stopping.is_set), name="telegram-sender")
-        sender.add_done_callback(self._sender_ended)
+        sender.add_done_callback(self._background_ended)
         self._sender_task = sender
         # The command menus go while updates are already being fetched: six requests fewer
         # between a start (a deploy, a crash) and the first answer. Retried until they go.
         menus = asyncio.create_task(supervise("command menus", self.register_commands, stopping=self._stopping.is_set), name="telegram-menus")
-        menus.add_done_callback(self._sender_ended)
+        menus.add_done_callback(self._background_ended)
         try:
             if self.webhook is None:
                 await self.fetch_forever()
@@ -203,7 +204,7 @@ class TelegramChannel:
         """Whether the sender is running (for /readyz)."""
         return self._sender_task is not None and not self._sender_task.done()
 
-    def _sender_ended(self, task: asyncio.Task[None]) -> None:
+    def _background_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             self.request_stop()
 
