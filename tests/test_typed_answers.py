@@ -241,3 +241,34 @@ async def test_who_is_affected_can_be_typed_and_my_child_is_someone_else(core: o
         user = (await session.exec(select(User).where(User.address == "aff"))).one()
         conversation = await session.get(Conversation, user.id)
     assert conversation.vars.get("affected") == meaning and conversation.step == "describe"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("typed, lang", [("ខ្មែរ", "km"), ("ລາວ", "lo"), ("ไทย", "th"), ("tieng viet", "vi"), ("english", "en"), ("မြန်မာ", "my")])
+async def test_a_new_person_types_their_languages_name_at_the_picker_and_is_answered_in_it(core: object, typed: str, lang: str) -> None:
+    """The buttons say ភាសាខ្មែរ, ພາສາລາວ, ภาษาไทย…; people type ខ្មែរ, ລາວ, ไทย. Part of one
+    label, typed, is that choice (the reproduction: the picker asked again, in English, for ever)."""
+    from bot.engine.events import Event
+    send = lambda **kw: core.conversations.handle(Event(channel="terminal", address=f"pick-{lang}", client_lang=None, **kw))  # type: ignore[attr-defined]  # noqa: E731
+    await send(command="start")
+    answers = await send(text=typed)
+    welcome = core.texts.get(lang, "start.welcome").split("\n")[0]  # type: ignore[attr-defined]
+    assert any(welcome in answer.text for answer in answers), [a.text[:80] for a in answers]
+
+
+async def test_part_of_a_category_typed_in_lao_is_that_category_and_a_part_two_labels_share_is_asked_again(core: object) -> None:
+    from sqlmodel import select
+
+    from bot.engine.events import Event
+    from storage.models import Conversation, User
+    send = lambda **kw: core.conversations.handle(Event(channel="terminal", address="lo-cat", client_lang="lo", **kw))  # type: ignore[attr-defined]  # noqa: E731
+    async with core.db.transaction() as session:  # type: ignore[attr-defined]
+        await core.engine.set_language(session, "terminal", "lo-cat", "lo")  # type: ignore[attr-defined]
+    await send(command="report")
+    await send(choice="c:report:danger:no")
+    again = await send(text="ວຽກ")  # "work": in two categories' labels
+    assert core.texts.get("lo", "common.reask").split("\n")[0] in again[0].text  # type: ignore[attr-defined]
+    await send(text="ຍຶດໜັງສືຜ່ານແດນ")  # "kept the passport": in one label only
+    async with core.db.session() as session:  # type: ignore[attr-defined]
+        user = (await session.exec(select(User).where(User.address == "lo-cat"))).one()
+        conversation = await session.get(Conversation, user.id)
+    assert conversation.vars.get("category") == "documents_wages", conversation.vars  # type: ignore[union-attr]

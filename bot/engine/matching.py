@@ -38,7 +38,17 @@ def _is_latin_word(keyword: str) -> bool:
 
 
 def contains_keyword(text: str, keyword: str) -> bool:
-    latin, kw = _keyword_form(keyword)
+    return _found(_keyword_form(keyword), text)
+
+
+def part_of(part: str, text: str) -> bool:
+    """Whether what someone typed stands in a text (a button's label), by the rules keywords
+    follow; the typed side is not cached."""
+    return _found(_form(part), text)
+
+
+def _found(form: tuple[bool, str], text: str) -> bool:
+    latin, kw = form
     if not kw:
         return False
     words, dense = _text_forms(text)
@@ -47,13 +57,15 @@ def contains_keyword(text: str, keyword: str) -> bool:
     return kw in dense
 
 
-@lru_cache(maxsize=16384)
-def _keyword_form(keyword: str) -> tuple[bool, str]:
-    """Keywords come from the content files, a fixed set: each is prepared once."""
+def _form(keyword: str) -> tuple[bool, str]:
     folded = fold(keyword).strip()
     if _is_latin_word(folded):
         return True, " ".join(re.findall(r"\w+", folded))
     return False, _SPACE.sub("", folded)
+
+
+# Keywords come from the content files, a fixed set: each is prepared once.
+_keyword_form = lru_cache(maxsize=16384)(_form)
 
 
 @lru_cache(maxsize=4)

@@ -24,7 +24,7 @@ from bot.engine.events import MAX_VISIBLE_CHARS, Button, Deletion, Event, Messag
 from bot.engine.flows import (NAV_BACK, NAV_CONTINUE, NAV_MENU, NAV_MORE, NAV_SOURCES, QUICK_EXIT, RESUME, VAR, Choice, FlowSet, Step,
                               callback_data, matches, parse_callback)
 from bot.engine.i18n import Translator
-from bot.engine.matching import contains_keyword, first_match, fold, split_keywords
+from bot.engine.matching import contains_keyword, first_match, fold, part_of, split_keywords
 from bot.engine.understand import UNKNOWN, Understander, normalise
 from storage.models import Conversation, OutboxMessage, User, utcnow
 
@@ -379,7 +379,16 @@ class Engine:
         country = None if step.ask else self.understander.country(text, turn.lang)
         if country is not None:
             return next((c for c in visible if c.id == country or country in c.set.values()), None)
-        return None
+        return None if step.ask else self._choice_from_part(turn, visible, text)
+
+    def _choice_from_part(self, turn: Turn, visible: list[Choice], text: str) -> Choice | None:
+        """Part of one label, typed: "ខ្មែរ" for ភាសាខ្មែរ, the Lao words for "kept the passport"
+        inside a longer category label. Only when that part is in no other label, and at least
+        three letters (a Latin part as whole words)."""
+        if sum(ch.isalnum() for ch in text) < 3:
+            return None
+        holding = [choice for choice in visible if part_of(text, self._label(turn, choice))]
+        return holding[0] if len(holding) == 1 else None
 
     def _intent_from_text(self, turn: Turn, text: str) -> str | None:
         candidates = [(c.flow, self._keywords(turn, c.keywords)) for c in self.flows.commands.values() if c.keywords]
