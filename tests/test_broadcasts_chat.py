@@ -665,3 +665,9 @@ async def test_a_scheduled_campaign_is_edited_until_it_starts_and_the_edit_is_au
         assert late.status == 409 and "only a scheduled campaign" in (await late.json())["error"]
     finally:
         await client.close()
+
+
+def test_the_script_a_text_should_be_in_is_named_in_the_readers_language() -> None:
+    from bot.features.broadcasts.scripts import script_name, script_warnings
+    assert script_warnings({"lo": "Come to the meeting", "km": "សូមប្រយ័ត្ន"}, "km") == [("lo", "ឡាវ")]
+    assert (script_name("lo", "vi"), script_name("lo", "en")) == ("Chữ Lào", "Lao")

@@ -277,7 +277,7 @@ class ChatActions:
             return f"text_{lang}"
         turn.values[f"bc_text_{lang}"] = text or None
         if text and not in_its_script(lang, text):  # a warning, not a block: a name or a link may be in Latin letters
-            turn.say("broadcast.script_warning", language=turn.text(f"broadcast.language.{lang}"), script=script_name(lang) or "")
+            turn.say("broadcast.script_warning", language=turn.text(f"broadcast.language.{lang}"), script=script_name(lang, turn.lang) or "")
         following = LANGUAGES[LANGUAGES.index(lang) + 1:] if lang in LANGUAGES else ()
         if following:
             return f"text_{following[0]}"
@@ -457,7 +457,7 @@ class ChatActions:
         count = await self._matching(turn, spec)
         turn.say("broadcast.preview_summary", audience=self._describe_audience(turn, spec["audience"]),
                  schedule=self._describe_schedule(turn, spec["schedule"]), button=button_text, count=count)
-        for lang, script in script_warnings(spec["texts"]):
+        for lang, script in script_warnings(spec["texts"], turn.lang):
             turn.say("broadcast.script_warning", language=turn.text(f"broadcast.language.{lang}"), script=script)
         return "confirm_empty" if count == 0 else None
 

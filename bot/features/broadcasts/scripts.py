@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import unicodedata
 
-SCRIPTS = {"km": ("Khmer", (0x1780, 0x17FF), (0x19E0, 0x19FF)), "lo": ("Lao", (0x0E80, 0x0EFF)), "th": ("Thai", (0x0E00, 0x0E7F)),
-           "my": ("Myanmar", (0x1000, 0x109F), (0xAA60, 0xAA7F)), "vi": ("Latin", (0x0041, 0x024F), (0x1E00, 0x1EFF)),
-           "en": ("Latin", (0x0041, 0x024F))}
+import icu
+
+# Each language's script (ISO 15924) and the code points it takes.
+SCRIPTS = {"km": ("Khmr", (0x1780, 0x17FF), (0x19E0, 0x19FF)), "lo": ("Laoo", (0x0E80, 0x0EFF)), "th": ("Thai", (0x0E00, 0x0E7F)),
+           "my": ("Mymr", (0x1000, 0x109F), (0xAA60, 0xAA7F)), "vi": ("Latn", (0x0041, 0x024F), (0x1E00, 0x1EFF)),
+           "en": ("Latn", (0x0041, 0x024F))}
 SHARE = 0.5
 
 
-def script_name(lang: str) -> str | None:
+def script_name(lang: str, reader: str = "en") -> str | None:
+    """The script's name in the reader's language (ICU's names: ឡាវ, ລາວ, Chữ Lào, Lao)."""
     found = SCRIPTS.get(lang)
-    return found[0] if found else None
+    return str(icu.Locale(f"und-{found[0]}").getDisplayScript(icu.Locale(reader))) if found else None
 
 
 def in_its_script(lang: str, text: str) -> bool:
@@ -30,6 +34,6 @@ def in_its_script(lang: str, text: str) -> bool:
     return inside / len(letters) >= SHARE
 
 
-def script_warnings(texts: dict[str, str]) -> list[tuple[str, str]]:
-    """(language, expected script) for each text not written in its language's script."""
-    return [(lang, script_name(lang) or "") for lang, text in texts.items() if text and not in_its_script(lang, text)]
+def script_warnings(texts: dict[str, str], reader: str = "en") -> list[tuple[str, str]]:
+    """(language, expected script, named for the reader) for each text not written in its language's script."""
+    return [(lang, script_name(lang, reader) or "") for lang, text in texts.items() if text and not in_its_script(lang, text)]
