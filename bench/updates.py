@@ -12,6 +12,7 @@ CPU per update, its peak RSS and how long it took to be ready (its first getUpda
     python -m bench.updates                                  # 200 × 20, SafeRoute on SQLite and both echo bots
     python -m bench.updates --users 50 --actions 10 --bots saferoute
     python -m bench.updates --database postgresql+asyncpg://postgres@127.0.0.1:5432/test
+    python -m bench.updates --bots saferoute --profile /tmp/saferoute.txt   # and where its time went (py-spy)
 
 The aiogram echo bot needs the benchmark extra: `pip install -e '.[bench]'`.
 """
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.broadcast import TOKEN, fresh_database, peak_rss_mb, stop_processes  # noqa: E402
+from bench.profile import start_recording, stop_recording, summarise  # noqa: E402
 from bot.engine.i18n import Translator  # noqa: E402
 
 LANGS = ("km", "lo", "th", "vi", "en")
@@ -155,7 +157,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def run_bot(name: str, command: list[str], env: dict[str, str], journeys: list[list[dict[str, str]]], workdir: Path) -> Result:
+async def run_bot(name: str, command: list[str], env: dict[str, str], journeys: list[list[dict[str, str]]], workdir: Path,
+                  profile: Path | None = None) -> Result:
     fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.bot_api", "--accept-any-chat"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert fake.stdout is not None
     base = fake.stdout.readline().split(" on ")[-1].strip().removesuffix("/bot")
@@ -175,9 +178,12 @@ async def run_bot(name: str, command: list[str], env: dict[str, str], journeys: 
                 if bot.poll() is not None:
                     raise SystemExit(f"{name} stopped (exit {bot.returncode}); see {workdir}")
                 await asyncio.sleep(0.05)
+        spy = start_recording(bot.pid, profile) if profile is not None else None
         cpu_before = cpu_seconds(bot.pid)
         await drive(base, journeys, result)
         result.cpu_seconds = cpu_seconds(bot.pid) - cpu_before
+        if spy is not None:
+            stop_recording(spy)
         result.peak_rss_mb = peak_rss_mb(bot.pid)
     finally:
         stop_processes(bot, fake)
@@ -192,6 +198,8 @@ async def main() -> None:
     parser.add_argument("--population", default="100000,10000",
                         help="subscribers,conversations in progress already in SafeRoute's database (0,0 for none)")
     parser.add_argument("--database", default=None, help="a PostgreSQL server URL for SafeRoute (a fresh database); default SQLite")
+    parser.add_argument("--profile", type=Path, default=None, metavar="RECORD",
+                        help="record SafeRoute with py-spy during the drive into RECORD and print where its time went")
     options = parser.parse_args()
     texts = Translator.from_dir(ROOT / "locales")
     wanted = options.bots.split(",")
@@ -212,7 +220,7 @@ async def main() -> None:
             journeys = [saferoute_journey(texts, LANGS[n % 5], n, options.actions) for n in range(options.users)]
             store = "PostgreSQL" if options.database else "SQLite"
             results.append(await run_bot(f"SafeRoute ({store})", [sys.executable, "-m", "bot", "run"],
-                                         {**env, "DATABASE_URL": database}, journeys, workdir))
+                                         {**env, "DATABASE_URL": database}, journeys, workdir, options.profile))
         echo = [echo_journey(n, options.actions) for n in range(options.users)]
         if "ptb" in wanted:
             results.append(await run_bot("PTB echo", [sys.executable, "-m", "bench.echo_ptb", TOKEN, "{base}/bot"], env, echo, workdir))
@@ -226,6 +234,8 @@ async def main() -> None:
         if ours is not None and other is not ours:
             print(f"SafeRoute ÷ {other.name}: {ours.rate / other.rate:.2f} × the updates a second, "
                   f"p99 {ours.p99 / other.p99:.2f} × as long")
+    if options.profile is not None and options.profile.exists():
+        print(f"\nWhere SafeRoute's busy time went (py-spy, {options.profile}):\n{summarise(options.profile)}")
     print(json.dumps({r.name: {"updates_per_second": round(r.rate, 1), "p99_ms": round(r.p99 * 1000, 1), "failed": r.failed,
                                "peak_rss_mb": round(r.peak_rss_mb, 1), "ready_s": round(r.ready_seconds, 2)} for r in results}))
 

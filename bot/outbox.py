@@ -57,7 +57,11 @@ _TABLE = OutboxMessage.__table__  # type: ignore[attr-defined]
 # sending (claimed). A sender holds a row of either kind while its claim token is the sender's.
 UNSENT = text("status IN ('pending', 'sending')")
 _ADD_ROWS = _TABLE.insert()
+# SQLAlchemy writes a RETURNING insert whose ids must come back in the rows' order one row
+# a statement on SQLite (it has no sentinel to sort by): three statements for a reply of three
+# messages. SQLite numbers the rows of one INSERT in their order, so there the ids are sorted.
 _ADD_LEASED = _TABLE.insert().returning(_TABLE.c.id, sort_by_parameter_order=True)
+_ADD_LEASED_SQLITE = _TABLE.insert().returning(_TABLE.c.id)
 # Walks ix_outbox_claim over the replies and partner messages not yet sent (a few, however
 # many broadcast rows are queued), then picks the chat's.
 _OPEN_ROWS = select(func.count()).select_from(_TABLE).where(_TABLE.c.channel == bindparam("channel_"), UNSENT,
@@ -163,8 +167,13 @@ class Outbox:
             return []
         until = now + leased_to.outbox.lease
         for value in values:
-            value.update(attempts=1, not_before=until, claim_token=leased_to.token)
-        ids = (await connection.execute(_ADD_LEASED, values)).scalars().all()
+            # Marked as being sent, as a claim marks what it takes: if this process dies
+            # mid-send, the next claim knows the row may have arrived.
+            value.update(status="sending", attempts=1, not_before=until, claim_token=leased_to.token)
+        if connection.dialect.name == "sqlite":
+            ids = sorted((await connection.execute(_ADD_LEASED_SQLITE, values)).scalars().all())
+        else:
+            ids = list((await connection.execute(_ADD_LEASED, values)).scalars().all())
         return [OutboxMessage(id=row_id, **value) for row_id, value in zip(ids, values)]
 
     @staticmethod

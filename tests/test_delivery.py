@@ -98,6 +98,26 @@ async def test_each_claim_counts_one_attempt(database_url: str) -> None:
     await db.close()
 
 
+async def test_an_answer_handed_to_a_sender_that_died_mid_send_is_claimed_as_possibly_arrived(database_url: str) -> None:
+    """Answers are written leased to the sender and handed to it after the commit. If the
+    process dies while sending one, the next claim must know it may have arrived (a case
+    card or a relayed message then says it is a repeat), as it knows for a claimed row."""
+    db = await connect(database_url)
+    outbox = Outbox(db, lease=timedelta(seconds=0))
+
+    async def never_called(row: OutboxMessage, payload: dict[str, Any]) -> str:
+        raise AssertionError("the dying sender sends nothing in this test")
+
+    dying = Sender(outbox, "test", never_called, takes_replies=True)
+    async with db.transaction() as session:
+        [handed] = await Outbox.add_many(session, "test", "7", [("message", {"text": "hi"})], leased_to=dying)
+    # The process dies here, mid-send: nothing recorded. Its lease runs out (0 s here).
+    [claimed] = await outbox.claim("test")
+    assert (claimed.id, claimed.attempts) == (handed.id, 2)
+    assert claimed.uncertain, "the repeat is marked as one"
+    await db.close()
+
+
 async def test_a_chat_that_moved_gets_the_message_at_its_new_id_and_an_unforeseen_error_stops_nothing(database_url: str) -> None:
     """The reproduction: after a ChatMigrated answer a new user's /start got no reply."""
     db = await connect(database_url)
