@@ -1,11 +1,12 @@
 """Where a bot process spends its busy time, from a py-spy sampling record.
 
 `python -m bench.updates --profile` records the SafeRoute process with py-spy for the whole
-drive (idle samples are not recorded) and prints this summary: each sample is charged to the
-layer of its innermost frame (self time) and to every layer on its stack (inclusive time),
-so "SQLAlchemy 30 % self" and "the engine's handle 55 % inclusive" can both be read. py-spy
-is a benchmark-only tool (`pip install py-spy`); it needs permission to read the process
-(root, or ptrace allowed).
+drive and prints this summary of the samples where it was busy (py-spy counts a thread
+waiting in a system call as active: the event loop's epoll and SQLite's worker thread waiting
+for the next statement are set apart as waiting). Each busy sample is charged to the layer of
+its innermost frame (self time) and to every layer on its stack (inclusive time). py-spy is a
+benchmark-only tool (`pip install py-spy`); it needs permission to read the process (root, or
+ptrace allowed).
 
     python -m bench.profile record.txt       # summarise a record made earlier (py-spy --format raw)
 """

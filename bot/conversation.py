@@ -24,6 +24,7 @@ from bot.engine.runner import Engine
 from bot.inbox import Inbox
 from bot.outbox import ADDED_TO, Outbox, Sender
 from storage.db import Database
+from storage.sqlite_driver import statements_inline
 from storage.models import InboxEvent, OutboxMessage, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,9 @@ class Conversations:
         written: list[tuple[Sender | None, list[OutboxMessage]]] = []
         async with self.db.transaction() as session:
             connection = await session.connection()
-            for waiting in batch:
-                results.append(await self._handle_in(session, connection, waiting, written))
+            with statements_inline():  # the write lock is held; each statement is small and indexed
+                for waiting in batch:
+                    results.append(await self._handle_in(session, connection, waiting, written))
             queued_for_claim = bool(session.info.get(ADDED_TO)) or any(sender is None for sender, _ in written)
         # Committed: the answers may go. Those handed over are sent at once; anything else
         # written is found by the sender's claim.

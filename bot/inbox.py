@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import Database
 from storage.models import InboxEvent, utcnow
+from storage.sqlite_driver import statements_inline
 
 
 class Inbox:
@@ -38,8 +39,9 @@ class Inbox:
         stmt = insert(table).on_conflict_do_nothing(index_elements=["channel", "event_key"]).returning(table.c.event_key)
         async with self.db.transaction() as session:
             connection = await session.connection()
-            result = await connection.execute(stmt, [dict(channel=channel, event_key=key, chat=chat, payload=json.dumps(payload, ensure_ascii=False),
-                                                          status="pending", attempts=0, received_at=now) for key, chat, payload in events])
+            with statements_inline():  # one insert of a few rows, under the write lock
+                result = await connection.execute(stmt, [dict(channel=channel, event_key=key, chat=chat, payload=json.dumps(payload, ensure_ascii=False),
+                                                              status="pending", attempts=0, received_at=now) for key, chat, payload in events])
             return list(result.scalars())
 
     async def pending(self, channel: str) -> list[InboxEvent]:

@@ -34,6 +34,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot import metrics
 from storage.db import Database
 from storage.models import OutboxMessage, SendBudget, User, utcnow
+from storage.sqlite_driver import statements_inline
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,12 @@ _TABLE = OutboxMessage.__table__  # type: ignore[attr-defined]
 # Not sent yet: pending (due, waiting, or handed straight to a sender and leased to it) or
 # sending (claimed). A sender holds a row of either kind while its claim token is the sender's.
 UNSENT = text("status IN ('pending', 'sending')")
+# Core executemany, built once: the ORM's bulk update cost a tenth of the CPU at 1000/s. A
+# compare-and-set on the claim: a row cancelled, stopped or taken over by another claim since
+# keeps what happened to it.
+_HELD = (_TABLE.c.id == bindparam("row_id")) & UNSENT & (_TABLE.c.claim_token == bindparam("token"))
+_SETTLE = _TABLE.update().where(_HELD).values(status=bindparam("outcome"), result_ref=bindparam("ref"), sent_at=bindparam("now_"),
+                                              payload=None, claim_token=None)
 _ADD_ROWS = _TABLE.insert()
 # SQLAlchemy writes a RETURNING insert whose ids must come back in the rows' order one row
 # a statement on SQLite (it has no sentinel to sort by): three statements for a reply of three
@@ -292,33 +299,28 @@ class Outbox:
         if not outcomes:
             return
         now = utcnow()
-        table = OutboxMessage.__table__  # type: ignore[attr-defined]
-        held = (table.c.id == bindparam("row_id")) & UNSENT & (table.c.claim_token == bindparam("token"))
+        table, held = _TABLE, _HELD
         async with self.db.transaction() as session:
-            connection = await session.connection()
-            done = [{"row_id": o.row.id, "token": o.row.claim_token, "outcome": o.status, "ref": o.ref}
-                    for o in outcomes if o.status in ("sent", "failed", "unreachable")]
-            if done:
-                # Core executemany: the ORM's bulk update cost a tenth of the CPU at 1000/s. A
-                # compare-and-set on the claim: a row cancelled, stopped or taken over by another
-                # claim since keeps what happened to it.
-                settle = table.update().where(held).values(status=bindparam("outcome"), result_ref=bindparam("ref"), sent_at=now,
-                                                           payload=None, claim_token=None)
-                await connection.execute(settle, done)
-            for o in outcomes:
-                if o.status in ("retry", "later", "moved"):
-                    values: dict[str, Any] = {"status": "pending", "not_before": now + timedelta(seconds=o.after), "claim_token": None,
-                                              "attempts": table.c.attempts - (0 if o.status == "retry" else 1)}
-                    if o.status == "moved" and o.chat:
-                        values["chat"] = o.chat
-                    if o.uncertain:
-                        values["uncertain"] = True
-                    await connection.execute(table.update().where(held).values(**values), {"row_id": o.row.id, "token": o.row.claim_token})
-            gone = {(o.row.channel, o.row.chat) for o in outcomes if o.status == "unreachable"}
-            for channel, chat in gone:
-                await session.exec(
-                    update(User).where(col(User.channel) == channel, col(User.address) == chat).values(reachable=False)  # type: ignore[call-overload]
-                )
+            with statements_inline():  # rows found by their id, under the write lock
+                connection = await session.connection()
+                done = [{"row_id": o.row.id, "token": o.row.claim_token, "outcome": o.status, "ref": o.ref, "now_": now}
+                        for o in outcomes if o.status in ("sent", "failed", "unreachable")]
+                if done:
+                    await connection.execute(_SETTLE, done)
+                for o in outcomes:
+                    if o.status in ("retry", "later", "moved"):
+                        values: dict[str, Any] = {"status": "pending", "not_before": now + timedelta(seconds=o.after), "claim_token": None,
+                                                  "attempts": table.c.attempts - (0 if o.status == "retry" else 1)}
+                        if o.status == "moved" and o.chat:
+                            values["chat"] = o.chat
+                        if o.uncertain:
+                            values["uncertain"] = True
+                        await connection.execute(table.update().where(held).values(**values), {"row_id": o.row.id, "token": o.row.claim_token})
+                gone = {(o.row.channel, o.row.chat) for o in outcomes if o.status == "unreachable"}
+                for channel, chat in gone:
+                    await session.exec(
+                        update(User).where(col(User.channel) == channel, col(User.address) == chat).values(reachable=False)  # type: ignore[call-overload]
+                    )
 
     async def counts(self, batch: str | None = None) -> dict[str, int]:
         async with self.db.session() as session:

@@ -125,7 +125,9 @@ async def connect(url: str, *, migrate: bool = True) -> Database:
             private_file(Path(parsed.database))
         if parsed.get_driver_name() == "aiosqlite":
             parsed = parsed.set(drivername=f"sqlite+{sqlite_driver.DRIVER}")
-        engine = create_async_engine(parsed)
+        # The connection is made on aiosqlite's thread and, inside `statements_inline`, used
+        # on the event loop's (never both at once: each statement is awaited or run in place).
+        engine = create_async_engine(parsed, connect_args={"check_same_thread": False})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _begin_immediate)
     else:
