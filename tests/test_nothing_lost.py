@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,19 @@ async def test_a_photo_for_a_case_card_waits_for_the_card_and_finds_its_id_befor
         assert await outbox.result_ref(card_id) == "77"
     finally:
         await db.close()
+
+
+def test_a_queued_answer_keeps_every_part_of_the_message() -> None:
+    """Answers are written to the outbox as payloads made by hand (not dataclasses.asdict,
+    which cost a tenth of a millisecond a message): every field of a message, each button's
+    link included, comes back whole, and a field added later cannot be forgotten silently."""
+    from dataclasses import fields
+
+    from bot.engine.events import Button, Message
+
+    message = Message("ជំនួយ <b>1280</b>", [Button("c:TH", "ថៃ"), Button("u:1", "Site", "https://example.org")], 2, "77", True,
+                      [Button("nav:back", "↩")])
+    payload = json.loads(Outbox.encode(message.to_payload()))
+    assert Message.from_payload(payload) == message
+    assert set(payload) == {f.name for f in fields(Message)}
+    assert Message.from_payload(Message("plain").to_payload()) == Message("plain")

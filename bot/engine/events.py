@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 MAX_MESSAGE_CHARS = 4096
@@ -68,15 +68,21 @@ class Message:
         return [*self.buttons, *self.nav]
 
     def to_payload(self) -> dict[str, Any]:
-        payload = asdict(self)
-        if not self.nav:
-            payload.pop("nav")
+        # By hand: dataclasses.asdict deep-copies every field, a tenth of a millisecond a message.
+        payload: dict[str, Any] = {"text": self.text, "buttons": [_button(b) for b in self.buttons], "columns": self.columns,
+                                   "reply_to": self.reply_to, "force_reply": self.force_reply}
+        if self.nav:
+            payload["nav"] = [_button(b) for b in self.nav]
         return payload
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Message:
         return cls(payload["text"], [Button(**b) for b in payload.get("buttons", [])], payload.get("columns", 1),
                    payload.get("reply_to"), payload.get("force_reply", False), [Button(**b) for b in payload.get("nav", [])])
+
+
+def _button(button: Button) -> dict[str, Any]:
+    return {"data": button.data, "label": button.label, "url": button.url}
 
 
 @dataclass
