@@ -4,7 +4,9 @@
 drive and prints this summary of the samples where it was busy (py-spy counts a thread
 waiting in a system call as active: the event loop's epoll and SQLite's worker thread waiting
 for the next statement are set apart as waiting). Each busy sample is charged to the layer of
-its innermost frame (self time) and to every layer on its stack (inclusive time). py-spy is a
+its innermost frame (self time) and to every layer on its stack (inclusive time). SQLAlchemy's
+async layer runs its work in greenlets whose stacks py-spy shows without the coroutine that
+awaited them, so "our functions" under-count what reaches the database. py-spy is a
 benchmark-only tool (`pip install py-spy`); it needs permission to read the process (root, or
 ptrace allowed).
 
@@ -86,15 +88,15 @@ def summarise(record: Path, top: int = 12) -> str:
         own[layer_of(frames[-1])] += samples
         for layer in {layer_of(f) for f in frames}:
             inclusive[layer] += samples
-        for function in {f for f in frames if "(bot/" in f or "(storage/" in f or "/bot/" in f or "/storage/" in f}:
+        for function in {f for f in frames if ("(bot/" in f or "(storage/" in f) and "__main__" not in f}:
             match = FRAME.match(function)
             if match:
                 ours[f"{match.group('function')} ({Path(match.group('file')).parent.name}/{Path(match.group('file')).name})"] += samples
     if not total:
         return "no samples recorded"
     lines = [f"{total} busy samples ({idle} more waiting for I/O or work); shares of the busy ones", f"{'layer':<30}{'self':>8}{'inclusive':>11}"]
-    for layer, samples in own.most_common():
-        lines.append(f"{layer:<30}{samples / total:>7.0%}{inclusive[layer] / total:>10.0%}")
+    for layer in sorted(inclusive, key=lambda name: (-own[name], -inclusive[name])):
+        lines.append(f"{layer:<30}{own[layer] / total:>7.0%}{inclusive[layer] / total:>10.0%}")
     lines.append(f"\n{'our functions, inclusive':<70}{'share':>7}")
     for function, samples in ours.most_common(top):
         lines.append(f"{function[:69]:<70}{samples / total:>6.0%}")

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 from bot.settings import PROJECT_ROOT
 
@@ -44,3 +45,28 @@ async def test_the_update_path_benchmark_runs_saferoute_and_the_echo_bot_and_pri
     result = json.loads(text.strip().splitlines()[-1])
     assert result["SafeRoute (SQLite)"]["failed"] == 0, "every step of every journey was answered (a whole report included)"
     assert result["PTB echo"]["failed"] == 0 and "SafeRoute ÷ PTB echo" in text
+
+
+def test_the_profile_summary_sets_waiting_apart_and_charges_each_layer(tmp_path: Path) -> None:
+    """`bench.updates --profile` summarises a py-spy record: the event loop's epoll and
+    SQLite's thread waiting for work are not busy time; a sample is charged to its innermost
+    frame's layer (self) and to every layer on its stack (inclusive)."""
+    from bench.profile import summarise
+
+    loop = "main (bot/__main__.py:87);Handle._run (asyncio/events.py:80)"
+    record = tmp_path / "record.txt"
+    record.write_text("\n".join([
+        f"{loop};Engine.handle (bot/engine/runner.py:152);Session.execute (sqlalchemy/orm/session.py:2300) 6",
+        f"{loop};Engine.handle (bot/engine/runner.py:152);Understander.understand (bot/engine/understand.py:281) 2",
+        f"{loop};TelegramChannel.deliver (bot/channels/telegram.py:470);ClientSession._request (aiohttp/client.py:600) 2",
+        "main (bot/__main__.py:87);BaseSelector.select (selectors.py:468) 30",
+        "Thread.run (threading.py:975);_connection_worker_thread (aiosqlite/core.py:59) 50",
+    ]) + "\n")
+    lines = summarise(record).splitlines()
+    assert lines[0].startswith("10 busy samples (80 more waiting")
+    shares = {line[:30].strip(): line[30:].split() for line in lines[2:] if line[:30].strip() and "%" in line}
+    assert shares["SQLAlchemy ORM"] == ["60%", "60%"]
+    assert shares["understanding"] == ["20%", "20%"]
+    assert shares["aiohttp"] == ["20%", "20%"]
+    assert shares["flow engine"] == ["0%", "80%"], "a layer with no time of its own still shows what it called"
+    assert any(line.startswith("Engine.handle (engine/runner.py)") and line.endswith("80%") for line in lines)
