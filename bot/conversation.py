@@ -215,6 +215,6 @@ class Conversations:
                 col(OutboxMessage.status).in_(["pending", "held"]), col(OutboxMessage.batch).like("run:%")).values(status="unreachable"))
 
     async def _apology(self, session: Any, event: Event) -> Message:
-        user, _ = await self.engine.load_user(session, event.channel, event.address)
+        user = await self.engine.load_user(session, event.channel, event.address)
         lang = self.engine.language_for(user, event.client_lang)
         return Message(self.engine.texts.get(lang, "common.error"))

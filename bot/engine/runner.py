@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,6 +26,7 @@ from bot.engine.i18n import Translator
 from bot.engine.matching import contains_keyword, first_match, fold, part_of, split_keywords
 from bot.engine.understand import UNKNOWN, Understander, normalise
 from storage.models import Conversation, OutboxMessage, User, utcnow
+from storage.people import delete_conversation, load_person, save_conversation
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,6 @@ ZAWGYI_TOLD = "_zawgyi_told"
 HUBS = {"menu"}     # flows where a typed request opens at once: there is no place to lose
 EMERGENCY_KINDS = ("police", "emergency", "ambulance", "fire")
 LANGUAGE_COUNTRY = {"km": "KH", "lo": "LA", "th": "TH", "vi": "VN", "my": "MM"}
-# Built once: building the statement cost a third of a millisecond an update.
-_LOAD_USER = (select(User, Conversation).outerjoin(Conversation, col(Conversation.user_id) == col(User.id))
-              .where(col(User.channel) == bindparam("channel_"), col(User.address) == bindparam("address_")).with_for_update(of=User))
 
 
 class FlowLoop(RuntimeError):
@@ -101,25 +98,15 @@ class Engine:
     def register(self, name: str, action: Action) -> None:
         self.actions[name] = action
 
-    async def load_user(self, session: AsyncSession, channel: str, address: str) -> tuple[User, Conversation]:
-        # Locked for the transaction: with several workers, two updates of one person reaching
-        # two of them at once are handled one after the other, each on the other's result.
-        # One query for both (the person and where they are): this runs for every update.
-        found = (await session.exec(_LOAD_USER, params={"channel_": channel, "address_": address})).first()  # type: ignore[call-overload]
-        user, conversation = found if found is not None else (None, None)
-        if user is None:
-            user = User(channel=channel, address=address)
-            session.add(user)
-            await session.flush()
-        if conversation is None:
-            conversation = Conversation(user_id=user.id, vars={})
-            session.add(conversation)
-        return user, conversation
+    async def load_user(self, session: AsyncSession, channel: str, address: str) -> User:
+        """The person (made if new), attached to the session for features to read and change."""
+        user, _, _ = await load_person(session, channel, address)
+        return user
 
     async def set_language(self, session: AsyncSession, channel: str, address: str, lang: str) -> None:
         if lang not in self.texts.locales:
             raise ValueError(f"unknown language {lang!r}; known: {', '.join(self.texts.languages)}")
-        user, _ = await self.load_user(session, channel, address)
+        user = await self.load_user(session, channel, address)
         user.lang = lang
         session.add(user)
 
@@ -130,7 +117,7 @@ class Engine:
         return client if client in self.texts.locales else self.default_language
 
     async def handle(self, session: AsyncSession, event: Event) -> list[Output]:
-        user, conversation = await self.load_user(session, event.channel, event.address)
+        user, conversation, stored = await load_person(session, event.channel, event.address)
         if not user.reachable:  # someone who blocked the bot and came back can be written to again
             user.reachable = True
             session.add(user)
@@ -152,14 +139,12 @@ class Engine:
             await self._on_text(turn, event.text)
         self._flush(turn)
         if turn.forget:
-            await session.delete(conversation)
-            await session.flush()
+            await delete_conversation(session, user.id)  # type: ignore[arg-type]
             await session.delete(user)
             return turn.outputs
         conversation.vars = dict(turn.values)
         conversation.updated_at = utcnow()
-        session.add(conversation)
-        session.add(user)
+        await save_conversation(session, conversation, stored=stored)
         return turn.outputs
 
     async def run_flow(self, turn: Turn, flow_id: str) -> None:
