@@ -141,3 +141,37 @@ async def test_the_message_rate_counts_messages_not_button_answers_or_keyboard_e
         assert granted == ["permit"], "only the message counted against the rate"
     finally:
         await db.close()
+
+
+async def test_a_persons_conversation_read_and_written_on_core_agrees_with_the_orm_in_one_transaction(database_url: str) -> None:
+    """Group commit puts a caseworker's action (which moves the reporter's conversation
+    through the ORM: closing a case asks them for feedback) and the reporter's own message
+    into one transaction. The engine reads and writes conversations on Core: it must see the
+    ORM's change not yet flushed, and a later ORM read must not get a stale copy."""
+    from storage.models import Conversation
+    from storage.people import load_person, save_conversation
+
+    db = await connect(database_url)
+    async with db.transaction() as session:
+        reporter, conversation, stored = await load_person(session, "telegram", "700")
+        assert not stored and conversation.flow is None
+        conversation.flow, conversation.step, conversation.vars = "menu", "start", {"_trail": [1]}
+        await save_conversation(session, conversation, stored=False)
+    async with db.transaction() as session:
+        ours = await session.get(User, reporter.id)
+        theirs = await session.get(Conversation, reporter.id)  # the caseworker's side, through the ORM
+        assert theirs is not None and theirs.flow == "menu"
+        theirs.flow, theirs.step, theirs.vars = "case_feedback", "ask", {**theirs.vars, "feedback_case": "AB12CD"}
+        session.add(theirs)  # not flushed yet
+        user, conversation, stored = await load_person(session, "telegram", "700")
+        assert user is ours, "one instance of the person in the session"
+        assert stored and (conversation.flow, conversation.step) == ("case_feedback", "ask")
+        assert conversation.vars == {"_trail": [1], "feedback_case": "AB12CD"}
+        conversation.step, conversation.vars = "thanks", {}
+        await save_conversation(session, conversation, stored=True)
+        again = await session.get(Conversation, reporter.id)
+        assert again is not theirs and (again.flow, again.step, again.vars) == ("case_feedback", "thanks", {})  # type: ignore[union-attr]
+    async with db.session() as session:
+        kept = await session.get(Conversation, reporter.id)
+        assert kept is not None and (kept.step, kept.vars) == ("thanks", {})
+    await db.close()
