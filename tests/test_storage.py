@@ -175,3 +175,27 @@ async def test_a_persons_conversation_read_and_written_on_core_agrees_with_the_o
         kept = await session.get(Conversation, reporter.id)
         assert kept is not None and (kept.step, kept.vars) == ("thanks", {})
     await db.close()
+
+
+async def test_reports_counted_at_the_same_moment_are_all_counted(database_url: str) -> None:
+    """The monthly counts are read by partners and donors. On PostgreSQL, transactions run
+    side by side (two workers, or two batches of one): reading the count and writing it back
+    one higher lost counts, and two first reports of a month failed on the row's unique key
+    (the person got an apology instead of their report filed)."""
+    from datetime import datetime
+
+    from bot.features.reports.service import count
+    from storage.reports import ReportCount
+
+    db = await connect(database_url)
+    when = datetime(2026, 12, 1, 9, 0)
+
+    async def one_report() -> None:
+        async with db.transaction() as session:
+            await count(session, when, "TH", "trafficking", True)
+
+    await asyncio.gather(*(one_report() for _ in range(12)))
+    async with db.session() as session:
+        rows = (await session.exec(select(ReportCount))).all()
+    assert [(r.month, r.country, r.category, r.shared, r.count) for r in rows] == [("2026-12", "TH", "trafficking", True, 12)]
+    await db.close()

@@ -29,6 +29,7 @@ from bot.features.reports.webhook import webhook_payload
 from bot.outbox import PRIORITY_PARTNER, PRIORITY_REPLY, Outbox
 from storage import crypto
 from storage.models import Conversation, OutboxMessage, User, utcnow
+from storage.counters import add_one
 from storage.reports import CasePost, FeedbackCount, Report, ReportCount, ReportRoute
 
 log = logging.getLogger(__name__)
@@ -78,14 +79,7 @@ def facts_of(report: Report) -> CaseFacts:
 
 
 async def count(session: AsyncSession, when: datetime, country: str, category: str, shared: bool) -> None:
-    month = when.strftime("%Y-%m")
-    row = (await session.exec(select(ReportCount).where(
-        ReportCount.month == month, ReportCount.country == country, ReportCount.category == category, ReportCount.shared == shared,
-    ))).first()
-    if row is None:
-        row = ReportCount(month=month, country=country, category=category, shared=shared, count=0)
-    row.count += 1
-    session.add(row)
+    await add_one(session, ReportCount, month=when.strftime("%Y-%m"), country=country, category=category, shared=shared)
 
 
 class ReportDesk:
@@ -353,11 +347,5 @@ class ReportDesk:
         report = (await session.exec(select(Report).where(Report.code == code, Report.reporter_id == reporter.id))).first()
         if report is None or report.partner_id is None or answer not in ("useful", "not_useful"):
             return False
-        month = utcnow().strftime("%Y-%m")
-        row = (await session.exec(select(FeedbackCount).where(
-            FeedbackCount.partner_id == report.partner_id, FeedbackCount.month == month, FeedbackCount.answer == answer))).first()
-        if row is None:
-            row = FeedbackCount(partner_id=report.partner_id, month=month, answer=answer, count=0)
-        row.count += 1
-        session.add(row)
+        await add_one(session, FeedbackCount, partner_id=report.partner_id, month=utcnow().strftime("%Y-%m"), answer=answer)
         return True
