@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
+import re
+from typing import TYPE_CHECKING
+
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -21,11 +22,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage import sqlite_driver
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 READ_ONLY = "saferoute_read_only"
+_REVISION = re.compile(r"^(down_revision|revision) = (.*)$", re.MULTILINE)  # a name, None, or a tuple of names (a merge)
 
 
 def alembic_config(url: str | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url:
@@ -34,6 +41,8 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, "head")
@@ -68,13 +77,38 @@ class Database:
             yield session
 
     async def migrate(self) -> None:
+        """Bring the schema to the code's version. A database already there (every restart)
+        is only read: Alembic, a fifth of a second to import, is not loaded at all."""
+        if await self._at(newest_migration()):
+            return
         async with self.engine.begin() as conn:
             if self.is_postgres:  # workers starting together: the first migrates, the others wait and find nothing to do
                 await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727001)")
             await conn.run_sync(_upgrade)
 
+    async def _at(self, revision: str | None) -> bool:
+        if revision is None:
+            return False
+        try:
+            async with self.engine.connect() as conn:
+                return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == revision
+        except Exception:  # no schema yet (a new database): Alembic makes it
+            return False
+
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def newest_migration() -> str | None:
+    """The head revision read from the migration files themselves (each names itself and the
+    one before); None unless they form one line, and then Alembic decides."""
+    revisions: set[str] = set()
+    before: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        for kind, value in _REVISION.findall(path.read_text(encoding="utf-8")):
+            (revisions if kind == "revision" else before).update(re.findall(r"'([^']+)'", value.split("#")[0]))
+    heads = revisions - before
+    return heads.pop() if len(heads) == 1 else None
 
 
 def head_revision() -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from sqlmodel import select
 
@@ -198,4 +199,34 @@ async def test_reports_counted_at_the_same_moment_are_all_counted(database_url: 
     async with db.session() as session:
         rows = (await session.exec(select(ReportCount))).all()
     assert [(r.month, r.country, r.category, r.shared, r.count) for r in rows] == [("2026-12", "TH", "trafficking", True, 12)]
+    await db.close()
+
+
+def test_the_newest_migration_read_from_the_files_is_alembics_head() -> None:
+    """A restart skips Alembic when the database is at the newest migration, read from the
+    files' own `revision` and `down_revision` lines (a merge's tuple included)."""
+    from storage.db import head_revision, newest_migration
+
+    assert newest_migration() == head_revision() is not None
+
+
+async def test_a_database_one_migration_behind_is_brought_to_the_newest_at_start(tmp_path: Any) -> None:
+    from alembic import command
+
+    from storage.db import alembic_config, head_revision, schema_revision
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/behind.db"
+    db = await connect(url, migrate=False)
+
+    def upgrade_to_0015(connection: Any) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "0015")
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(upgrade_to_0015)
+    assert await schema_revision(db) == "0015"
+    await db.close()
+    db = await connect(url)
+    assert await schema_revision(db) == head_revision()
     await db.close()
