@@ -236,7 +236,7 @@ async def main() -> None:
                 runs.setdefault("aiogram echo", []).append(
                     await run_bot("aiogram echo", [sys.executable, "-m", "bench.echo_aiogram", TOKEN, "{base}"], env, echo, workdir))
             if options.rounds > 1:
-                print(f"round {round_number}: " + ", ".join(f"{name} {rs[-1].rate:.0f}/s" for name, rs in runs.items()), flush=True)
+                print(f"round {round_number}: " + ", ".join(f"{name} {rs[-1].rate:.0f}/s (ready in {rs[-1].ready_seconds:.2f} s)" for name, rs in runs.items()), flush=True)
     # Each bot's median run by throughput: one run on a shared 2-core machine can be twice as
     # slow as the next, so single runs are compared only when nothing better is asked for.
     results = [sorted(rs, key=lambda r: r.rate)[(len(rs) - 1) // 2] for rs in runs.values()]
