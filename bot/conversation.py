@@ -171,8 +171,12 @@ class Conversations:
             rows.append(("delete", {"message_id": output.ref}) if isinstance(output, Deletion) else ("message", output.to_payload()))
         if rows:
             sender = await self._sender_for(session, connection, event)
-            written.append((sender, await Outbox.add_many(session, event.channel, event.reply_to, rows, connection=connection,
-                                                          leased_to=sender)))
+            receipts: list[Any] = []
+            if sender is not None and waiting.receipts:  # handed straight over, unstored, ahead of the answers
+                receipts = [sender.receipt(event.reply_to, kind, payload) for kind, payload in waiting.receipts]
+                rows = rows[len(waiting.receipts):]
+            written.append((sender, receipts + await Outbox.add_many(session, event.channel, event.reply_to, rows, connection=connection,
+                                                                     leased_to=sender)))
         return messages
 
     async def _sender_for(self, session: AsyncSession, connection: AsyncConnection, event: Event) -> Sender | None:
