@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 Receipt = tuple[str, dict[str, Any]]
 GroupHandler = Callable[[AsyncSession, Event], Awaitable[None]]
 BATCH_SIZE = 32
+# PostgreSQL's answers that say "try the transaction again": a deadlock (two transactions
+# locking the same rows in another order) or a serialization failure. Not the person's fault
+# nor a bug in a flow: the event is handled again (the channel's retries), not apologised for.
+TRANSIENT = frozenset({"40P01", "40001"})
 _INBOX = InboxEvent.__table__  # type: ignore[attr-defined]
 _CLAIM = _INBOX.update().where(_INBOX.c.channel == bindparam("channel_"), _INBOX.c.event_key == bindparam("key_"),
                                _INBOX.c.status == "pending").values(status="done", payload=None, handled_at=bindparam("now_"))
@@ -164,6 +169,11 @@ class Conversations:
         else:
             try:
                 messages = await self.engine.handle(session, event)
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) in TRANSIENT:
+                    raise  # the whole transaction is tried again, not apologised for
+                log.exception("engine failed on %s event %s", event.channel, inbox_key or "-")
+                raise EngineFailed from exc
             except Exception as exc:
                 log.exception("engine failed on %s event %s", event.channel, inbox_key or "-")
                 raise EngineFailed from exc

@@ -617,3 +617,33 @@ async def test_answers_go_straight_to_the_sender_once_committed_and_never_from_a
     await unlucky.expect(re.escape(core.texts.get("th", "help.text")[:20]))
     texts = [m.text for m in fake.sent_to(7302)[before:]]
     assert not any(core.texts.get("th", "hotlines.pick_country") in text for text in texts), texts
+
+
+async def test_a_deadlock_is_handled_again_not_apologised_for(core: Core) -> None:
+    """PostgreSQL breaks a deadlock by failing one of the two transactions ("try again"); the
+    person did nothing wrong, so their message is handled again (the channel retries an
+    update that failed) instead of answered with an apology. Other engine errors still get
+    the apology at once."""
+    from sqlalchemy.exc import DBAPIError
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    handle = core.engine.handle
+    failures = [DBAPIError("UPDATE users …", {}, Deadlock("deadlock detected"))]
+
+    async def deadlocks_once(session: Any, event: Event) -> Any:
+        if failures:
+            raise failures.pop()
+        return await handle(session, event)
+
+    core.engine.handle = deadlocks_once  # type: ignore[method-assign]
+    await core.inbox.store("telegram", [("9100", "7310", {})])
+    event = Event(channel="telegram", address="7310", command="hotlines", client_lang="th")
+    with pytest.raises(DBAPIError):
+        await core.conversations.handle(event, inbox_key="9100")
+    assert (await core.inbox.get("telegram", "9100")).status == "pending", "rolled back: still to be handled"  # type: ignore[union-attr]
+    answers = await core.conversations.handle(event, inbox_key="9100")
+    assert answers and core.texts.get("th", "hotlines.pick_country")[:15] in answers[0].text  # type: ignore[union-attr]
+    assert core.texts.get("th", "common.error") not in answers[0].text  # type: ignore[union-attr]
+    core.engine.handle = handle  # type: ignore[method-assign]

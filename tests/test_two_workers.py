@@ -145,3 +145,62 @@ async def test_two_workers_behind_one_webhook_keep_every_conversation_and_delive
         for worker in workers:
             await worker.stop()
         await balancer.stop()
+
+
+async def test_a_case_closed_while_its_reporter_is_writing_never_takes_their_place(postgres_url: str) -> None:
+    """Two workers: one handles the reporter's message (their row locked, their step about
+    to move), the other a caseworker closing the case, which asks for feedback only of a
+    reporter not in the middle of something. The caseworker's side waits for the reporter's
+    transaction and then sees where they are: the reporter's step is kept and no feedback
+    question arrives that their conversation would not expect."""
+    from sqlalchemy import text
+
+    from bot.app import build_core
+    from bot.features.reports import feature
+    from bot.settings import PROJECT_ROOT, Settings
+    from storage.models import OutboxMessage, User
+    from storage.people import load_person, save_conversation
+    from storage.reports import Report
+
+    settings = Settings(database_url=postgres_url, telegram_bot_token=None, flows_dir=PROJECT_ROOT / "flows",
+                        locales_dir=PROJECT_ROOT / "locales")
+    core = await build_core(settings)
+    try:
+        async with core.db.transaction() as session:
+            reporter = User(channel="telegram", address="6601", lang="km")
+            session.add(reporter)
+            await session.flush()
+            report = Report(code="CL05ED", reporter_id=reporter.id, lang="km", category="documents_wages", country="TH",
+                            affected="me", contact_mode="anytime", partner_id="demo_bangkok")
+            session.add(report)
+        caseworker_done = asyncio.Event()
+
+        async def caseworker_closes() -> None:
+            async with core.db.transaction() as session:
+                closed = await session.get(Report, report.id)
+                assert closed is not None
+                await feature(core).desk.tell_reporter(session, closed, "report.update_closed", ask_feedback=True)
+            caseworker_done.set()
+
+        async with core.db.transaction() as session:  # the reporter's message, being handled
+            _, conversation, stored = await load_person(session, "telegram", "6601")
+            closing = asyncio.create_task(caseworker_closes())
+            deadline = asyncio.get_running_loop().time() + 30
+            while not caseworker_done.is_set():  # until the caseworker's side waits for the reporter's row (or wrongly finishes)
+                assert asyncio.get_running_loop().time() < deadline, "the caseworker's side neither waited nor finished"
+                async with core.db.session() as watcher:
+                    if (await watcher.exec(text("SELECT count(*) FROM pg_locks WHERE NOT granted"))).scalar():  # type: ignore[call-overload]
+                        break
+                await asyncio.sleep(0.01)
+            assert not caseworker_done.is_set(), "the caseworker's side waited for the reporter's transaction"
+            conversation.flow, conversation.step = "report", "description"
+            await save_conversation(session, conversation, stored=stored)
+        await closing
+        async with core.db.session() as session:
+            kept = (await session.exec(text("SELECT flow, step FROM conversations WHERE user_id = :u").bindparams(u=reporter.id))).one()
+            told = (await session.exec(select(OutboxMessage).where(OutboxMessage.chat == "6601"))).all()
+        assert tuple(kept) == ("report", "description"), "the reporter's step is kept"
+        assert [core.texts.get("km", "report.update_closed", code="CL05ED")[:20] in (row.payload or "") for row in told] == [True]
+        assert "case_feedback" not in (told[0].payload or ""), "no feedback question while they are in the middle of a report"
+    finally:
+        await core.close()

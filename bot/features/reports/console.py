@@ -232,7 +232,8 @@ class PartnerConsole:
     async def relay_to_reporter(self, session: AsyncSession, report: Report, messages: list[CaseMessage]) -> bool:
         """Show partner messages to the reporter and put them where their next words are
         the answer. Used at once (contact any time) or when they open /status."""
-        reporter = await session.get(User, report.reporter_id) if report.reporter_id else None
+        # Locked, as the reporter's own message locks it: the two never move their step at once.
+        reporter = await session.get(User, report.reporter_id, with_for_update=True) if report.reporter_id else None
         if reporter is None or not reporter.reachable or not messages:
             return False
         lang = reporter.lang or report.lang

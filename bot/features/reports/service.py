@@ -305,7 +305,9 @@ class ReportDesk:
         `ask_feedback`, it ends by asking whether the help was useful (optional, counted only)."""
         if report.reporter_id is None or report.contact_mode != "anytime":
             return False
-        reporter = await session.get(User, report.reporter_id)
+        # Locked, as the reporter's own message locks it: asking for feedback never overwrites
+        # a step the reporter is taking at the same moment (or the other way round).
+        reporter = await session.get(User, report.reporter_id, with_for_update=True)
         if reporter is None or not reporter.reachable:
             return False
         lang = reporter.lang or report.lang
