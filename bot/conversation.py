@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 Receipt = tuple[str, dict[str, Any]]
 GroupHandler = Callable[[AsyncSession, Event], Awaitable[None]]
 BATCH_SIZE = 32
+# PostgreSQL runs transactions side by side (each person's row is locked by whoever moves
+# their conversation, and one chat's events reach this class one at a time), so while one
+# batch waits for the server's answers another can be written. SQLite has one write lock:
+# a second writer would only queue for it.
+POSTGRES_WRITERS = 2
 # PostgreSQL's answers that say "try the transaction again": a deadlock (two transactions
 # locking the same rows in another order) or a serialization failure. Not the person's fault
 # nor a bug in a flow: the event is handled again (the channel's retries), not apologised for.
@@ -63,15 +68,17 @@ class Conversations:
     in that transaction, or none of it happens; a batch that fails is handled again one
     event at a time, so one bad event never takes another person's with it."""
 
-    def __init__(self, db: Database, engine: Engine, inbox: Inbox, outbox: Outbox, *, batch_size: int = BATCH_SIZE) -> None:
+    def __init__(self, db: Database, engine: Engine, inbox: Inbox, outbox: Outbox, *, batch_size: int = BATCH_SIZE,
+                 writers: int | None = None) -> None:
         self.db = db
         self.engine = engine
         self.inbox = inbox
         self.outbox = outbox
         self.group_handler: GroupHandler | None = None
         self.batch_size = batch_size
+        self.writers = writers if writers is not None else POSTGRES_WRITERS if db.is_postgres else 1
         self._waiting: deque[_Waiting] = deque()
-        self._writer: asyncio.Task[None] | None = None
+        self._writing: set[asyncio.Task[None]] = set()
 
     async def handle(self, event: Event, *, inbox_key: str | None = None, receipts: list[Receipt] | None = None) -> list[Output]:
         """Handle an event exactly once per inbox key; return what was queued for the user."""
@@ -80,8 +87,8 @@ class Conversations:
         log.debug("handling a %s %s event", event.channel, "button" if event.choice else "command" if event.command else "message")
         waiting = _Waiting(event, inbox_key, list(receipts or []), asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_batches(), name="conversation-batches")
+        if len(self._writing) < self.writers:
+            self._writing.add(asyncio.create_task(self._write_batches(), name="conversation-batches"))
         try:
             messages = await asyncio.shield(waiting.done)
         except Exception:
@@ -104,7 +111,8 @@ class Conversations:
                         if not waiting.done.done():
                             waiting.done.set_exception(exc)
         finally:
-            self._writer = None
+            # At once, not in a done callback: an event queued in between would find no writer.
+            self._writing.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _write(self, batch: list[_Waiting]) -> None:
         if len(batch) == 1:

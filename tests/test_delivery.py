@@ -647,3 +647,30 @@ async def test_a_deadlock_is_handled_again_not_apologised_for(core: Core) -> Non
     assert answers and core.texts.get("th", "hotlines.pick_country")[:15] in answers[0].text  # type: ignore[union-attr]
     assert core.texts.get("th", "common.error") not in answers[0].text  # type: ignore[union-attr]
     core.engine.handle = handle  # type: ignore[method-assign]
+
+
+async def test_on_postgresql_one_slow_batch_does_not_hold_back_the_next(database_url: str) -> None:
+    """PostgreSQL runs transactions side by side: while one batch waits (for the server, or
+    for a lock another worker holds), the next people's messages are written by a second
+    writer. (SQLite has one write lock, and one writer.)"""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite writes one transaction at a time")
+    core = await build_core(Settings(database_url=database_url, telegram_bot_token=None, flows_dir=PROJECT_ROOT / "flows",
+                                     locales_dir=PROJECT_ROOT / "locales"))
+    handle = core.engine.handle
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_for_one(session: Any, event: Event) -> Any:
+        if event.address == "7401":
+            started.set()
+            await release.wait()
+        return await handle(session, event)
+
+    core.engine.handle = slow_for_one  # type: ignore[method-assign]
+    slow = asyncio.create_task(core.conversations.handle(Event(channel="telegram", address="7401", command="start", client_lang="lo")))
+    await started.wait()
+    quick = await asyncio.wait_for(core.conversations.handle(Event(channel="telegram", address="7402", command="start", client_lang="lo")), 30)
+    assert quick and quick[0].text and not slow.done(), "answered while the other batch is still open"
+    release.set()
+    assert (await slow)[0].text
+    await core.close()
