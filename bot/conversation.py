@@ -177,12 +177,9 @@ class Conversations:
         else:
             try:
                 messages = await self.engine.handle(session, event)
-            except DBAPIError as exc:
-                if getattr(exc.orig, "sqlstate", None) in TRANSIENT:
-                    raise  # the whole transaction is tried again, not apologised for
-                log.exception("engine failed on %s event %s", event.channel, inbox_key or "-")
-                raise EngineFailed from exc
             except Exception as exc:
+                if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in TRANSIENT:
+                    raise  # the whole transaction is tried again, not apologised for
                 log.exception("engine failed on %s event %s", event.channel, inbox_key or "-")
                 raise EngineFailed from exc
         for output in messages:

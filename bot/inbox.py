@@ -15,12 +15,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import Database
+from storage.db import Database, upsert
 from storage.models import InboxEvent, utcnow
 from storage.sqlite_driver import statements_inline
 
@@ -33,10 +31,9 @@ class Inbox:
         """Store (event_key, chat, payload) rows; return the keys that were new."""
         if not events:
             return []
-        insert = pg_insert if self.db.is_postgres else sqlite_insert
         now = utcnow()
         table = InboxEvent.__table__  # type: ignore[attr-defined]
-        stmt = insert(table).on_conflict_do_nothing(index_elements=["channel", "event_key"]).returning(table.c.event_key)
+        stmt = upsert(table, postgres=self.db.is_postgres).on_conflict_do_nothing(index_elements=["channel", "event_key"]).returning(table.c.event_key)
         async with self.db.transaction() as session:
             connection = await session.connection()
             with statements_inline():  # one insert of a few rows, under the write lock

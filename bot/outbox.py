@@ -25,14 +25,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import metrics
-from storage.db import Database
+from storage.db import Database, upsert
 from storage.models import OutboxMessage, SendBudget, User, utcnow
 from storage.sqlite_driver import statements_inline
 
@@ -323,7 +321,6 @@ class Outbox:
         if not outcomes:
             return
         now = utcnow()
-        table, held = _TABLE, _HELD
         async with self.db.transaction() as session:
             with statements_inline():  # rows found by their id, under the write lock
                 connection = await session.connection()
@@ -334,12 +331,12 @@ class Outbox:
                 for o in outcomes:
                     if o.status in ("retry", "later", "moved"):
                         values: dict[str, Any] = {"status": "pending", "not_before": now + timedelta(seconds=o.after), "claim_token": None,
-                                                  "attempts": table.c.attempts - (0 if o.status == "retry" else 1)}
+                                                  "attempts": _TABLE.c.attempts - (0 if o.status == "retry" else 1)}
                         if o.status == "moved" and o.chat:
                             values["chat"] = o.chat
                         if o.uncertain:
                             values["uncertain"] = True
-                        await connection.execute(table.update().where(held).values(**values), {"row_id": o.row.id, "token": o.row.claim_token})
+                        await connection.execute(_TABLE.update().where(_HELD).values(**values), {"row_id": o.row.id, "token": o.row.claim_token})
                 gone = {(o.row.channel, o.row.chat) for o in outcomes if o.status == "unreachable"}
                 for channel, chat in gone:
                     await session.exec(
@@ -473,9 +470,8 @@ class SharedBudget:
         table = SendBudget.__table__  # type: ignore[attr-defined]
         smaller = func.least if self.db.is_postgres else func.min
         grant = smaller(self.chunk, self.rate - table.c.used)
-        insert_ = pg_insert if self.db.is_postgres else sqlite_insert
         async with self.db.transaction() as session:
-            await session.exec(insert_(table).values(channel=self.channel, second=second, used=0, last_grant=0)  # type: ignore[call-overload]
+            await session.exec(upsert(table, postgres=self.db.is_postgres).values(channel=self.channel, second=second, used=0, last_grant=0)  # type: ignore[call-overload]
                                .on_conflict_do_nothing(index_elements=["channel", "second"]))
             granted = (await session.exec(update(table).where(  # type: ignore[call-overload]
                 table.c.channel == self.channel, table.c.second == second, table.c.used < self.rate,

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.db import upsert
 
 
 async def add_one(session: AsyncSession, model: type[Any], **cell: Any) -> None:
     """Count one more in the row of `model` named by `cell` (the columns of its unique key)."""
     table = model.__table__
-    insert = pg_insert if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table).values(**cell, count=1)
+    postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
+    statement = upsert(table, postgres=postgres).values(**cell, count=1)
     statement = statement.on_conflict_do_update(index_elements=list(cell), set_={"count": table.c["count"] + 1})
     await session.exec(statement)  # type: ignore[call-overload]

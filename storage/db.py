@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-
-import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -97,6 +98,11 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def upsert(table: Any, *, postgres: bool) -> Any:
+    """An INSERT that can say ON CONFLICT: each store's own (both have it, with one syntax)."""
+    return (pg_insert if postgres else sqlite_insert)(table)
 
 
 def newest_migration() -> str | None:
