@@ -272,3 +272,23 @@ async def test_part_of_a_category_typed_in_lao_is_that_category_and_a_part_two_l
         user = (await session.exec(select(User).where(User.address == "lo-cat"))).one()
         conversation = await session.get(Conversation, user.id)
     assert conversation.vars.get("category") == "documents_wages", conversation.vars  # type: ignore[union-attr]
+
+
+ASKING_FOR_NUMBERS = {"km": "ខ្ញុំត្រូវការលេខទូរស័ព្ទជំនួយ", "lo": "ຂ້ອຍຕ້ອງການເບີໂທຊ່ວຍເຫຼືອ", "th": "ขอเบอร์สายด่วนหน่อย",
+                      "vi": "cho tôi số đường dây nóng", "en": "I need the hotline numbers"}
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+async def test_typing_that_you_need_the_help_numbers_gets_them_with_the_police_first(running_bot: RunningBot, lang: str) -> None:
+    """"I need the help-line number", typed at the menu, is a request for the numbers, not
+    for how the bot works: in Lao the word for help (ຊ່ວຍເຫຼືອ) inside it drew the /help text,
+    and a frightened person got instructions instead of a number."""
+    t = lambda key, **kw: running_bot.core.texts.get(lang, key, **kw)  # noqa: E731
+    user = running_bot.user(5200 + LANGUAGES.index(lang), lang)
+    await user.start_in(running_bot.core.texts, lang)
+    await user.send(ASKING_FOR_NUMBERS[lang])
+    await user.expect(shown(t("hotlines.pick_country")))
+    await user.send(TYPED[lang]["thailand"])
+    numbers = await user.expect("191")
+    assert numbers.text.index("191") < numbers.text.index("1300"), "the police first, then the hotlines"
+    assert t("hotline.kind.police") in numbers.text
