@@ -1,5 +1,9 @@
 """Keyword matching across scripts: no spaces in Khmer, Lao and Thai; Vietnamese without accents."""
 
+import re
+
+from hypothesis import given, settings, strategies as st
+
 from bot.engine.matching import contains_keyword, first_match, fold
 
 
@@ -34,3 +38,19 @@ def test_longest_keyword_wins():
     candidates = [("menu", ["menu"]), ("language", ["change language", "language"])]
     assert first_match("please change language", candidates) == "language"
     assert first_match("nothing here", candidates) is None
+
+
+_LATIN_TEXT = st.text(alphabet="ab cd-é.'\u0111\u00c0 \u0e01", max_size=14)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_LATIN_TEXT, keyword=st.text(alphabet="ab cdé-'\u0111", min_size=1, max_size=5))
+def test_a_latin_keyword_is_found_exactly_where_it_stands_as_whole_words(text, keyword):
+    """The rule, as written before the fast form: the keyword's words, folded, bounded by
+    anything that is not a letter or digit (the matcher now tests padded substrings)."""
+    words = " ".join(re.findall(r"\w+", fold(text)))
+    wanted = " ".join(re.findall(r"\w+", fold(keyword).strip()))
+    if not all(ch < "\u0250" for ch in fold(keyword).strip()):
+        return  # not a Latin keyword: found anywhere, spaces ignored (tests above)
+    expected = bool(wanted) and re.search(rf"(?<!\w){re.escape(wanted)}(?!\w)", words) is not None
+    assert contains_keyword(text, keyword) == expected

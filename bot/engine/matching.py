@@ -16,6 +16,7 @@ from functools import lru_cache
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 _SPACE = re.compile(r"\s+")
+_WORD = re.compile(r"\w+")
 
 
 def _is_latin(ch: str) -> bool:
@@ -37,8 +38,20 @@ def _is_latin_word(keyword: str) -> bool:
     return all(_is_latin(ch) for ch in keyword)
 
 
+Keyword = tuple[bool, str]  # whether it is Latin (matched as whole words), and its folded form
+
+
 def contains_keyword(text: str, keyword: str) -> bool:
     return _found(_keyword_form(keyword), text)
+
+
+def prepare_keyword(keyword: str) -> Keyword:
+    """A keyword folded once, for `keyword_in` (code that checks a fixed list keeps these)."""
+    return _keyword_form(keyword)
+
+
+def keyword_in(form: Keyword, text: str) -> bool:
+    return _found(form, text)
 
 
 def part_of(part: str, text: str) -> bool:
@@ -47,17 +60,17 @@ def part_of(part: str, text: str) -> bool:
     return _found(_form(part), text)
 
 
-def _found(form: tuple[bool, str], text: str) -> bool:
+def _found(form: Keyword, text: str) -> bool:
     latin, kw = form
     if not kw:
         return False
     words, dense = _text_forms(text)
-    if latin:
-        return re.search(rf"(?<!\w){re.escape(kw)}(?!\w)", words) is not None
+    if latin:  # whole words: both sides are words joined by single spaces
+        return f" {kw} " in words
     return kw in dense
 
 
-def _form(keyword: str) -> tuple[bool, str]:
+def _form(keyword: str) -> Keyword:
     folded = fold(keyword).strip()
     if _is_latin_word(folded):
         return True, " ".join(re.findall(r"\w+", folded))
@@ -71,9 +84,10 @@ _keyword_form = lru_cache(maxsize=16384)(_form)
 @lru_cache(maxsize=4)
 def _text_forms(text: str) -> tuple[str, str]:
     """One text is checked against hundreds of keywords in a row; it is folded once. The
-    cache is tiny on purpose: what people write is not kept around."""
+    cache is tiny on purpose: what people write is not kept around. The words are padded
+    with a space each side, so a whole-word match is a substring test."""
     folded = fold(text)
-    return " ".join(re.findall(r"\w+", folded)), _SPACE.sub("", folded)
+    return f" {' '.join(_WORD.findall(folded))} ", _SPACE.sub("", folded)
 
 
 def split_keywords(text: str) -> list[str]:

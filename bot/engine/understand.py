@@ -28,7 +28,7 @@ from typing import Any
 
 import icu
 
-from bot.engine.matching import contains_keyword, fold
+from bot.engine.matching import Keyword, contains_keyword, fold, keyword_in, prepare_keyword
 from bot.engine.yamlfile import ContentError, Problem, line_of, load_yaml
 
 INTENTS = ("greeting", "help", "language", "hotlines", "danger", "guidance", "agency", "job_offer", "scam_compound",
@@ -203,7 +203,10 @@ class Understander:
         self.intent_flows = intent_flows or {}
         self.report_categories = report_categories or {}
         self._index: dict[str, tuple[list[Example], dict[str, float]]] = {}
-        self._postings: dict[str, dict[str, list[int]]] = {}  # per language: feature -> the examples that have it
+        # per language: feature -> the examples that have it, with its weight in each
+        self._postings: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        self._rarest: dict[str, float] = {}
+        self._prepared: dict[tuple[str, str], list[tuple[str, str, Keyword]]] = {}
 
     @classmethod
     def from_dir(cls, directory: Path) -> Understander:
@@ -245,16 +248,34 @@ class Understander:
                 weights = {f: c * idf[f] for f, c in feats.items()}
                 norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
                 examples.append(Example(intent, text, weights, norm))
-            postings: dict[str, list[int]] = {}
+            postings: dict[str, list[tuple[int, float]]] = {}
             for number, example in enumerate(examples):
-                for feature in example.weights:
-                    postings.setdefault(feature, []).append(number)
+                for feature, weight in example.weights.items():
+                    postings.setdefault(feature, []).append((number, weight))
             self._postings[lang] = postings
+            self._rarest[lang] = max(idf.values(), default=1.0)  # the weight of a feature no example has
             self._index[lang] = (examples, idf)
         return self._index[lang]
 
     def _lists(self, lang: str, attr: str) -> list[Any]:
         return [getattr(self.languages[code], attr) for code in dict.fromkeys((lang, "en")) if code in self.languages]
+
+    def _keywords(self, lang: str, attr: str) -> list[tuple[str, str, Keyword]]:
+        """A language's (and English's) words of one kind, normalised and folded once:
+        (what the word stands for, its normalised form, its folded form). Every text is
+        checked against all of them."""
+        key = (lang, attr)
+        if key not in self._prepared:
+            table: list[tuple[str, str, Keyword]] = []
+            for entries in self._lists(lang, attr):
+                named = entries.items() if isinstance(entries, dict) else [("", entries)]
+                for name, keywords in named:
+                    for keyword in keywords:
+                        norm = keyword_form(keyword)
+                        if norm:
+                            table.append((name, norm, prepare_keyword(norm)))
+            self._prepared[key] = table
+        return self._prepared[key]
 
     # -- reading a text ------------------------------------------------------------------------
 
@@ -267,19 +288,22 @@ class Understander:
             return Understanding(text, "danger", 1.0, slots, danger_word=True)
         examples, idf = self._examples(lang)
         feats = features(norm)
-        default_idf = max(idf.values(), default=1.0)
+        default_idf = self._rarest[lang]
         query = {f: c * idf.get(f, default_idf) for f, c in feats.items()}
         qnorm = math.sqrt(sum(w * w for w in query.values())) or 1.0
-        best: dict[str, float] = {}
+        # Only the examples with a feature in common are scored, summed feature by feature.
+        dots = [0.0] * len(examples)
+        covers = [0.0] * len(examples)
         postings = self._postings[lang]
-        sharing = sorted({number for f in query for number in postings.get(f, ())})  # only examples with a feature in common
-        for number in sharing:
-            example = examples[number]
-            shared = [f for f in example.weights if f in query]
-            dot = sum(example.weights[f] * query[f] for f in shared)
-            cosine = dot / (example.norm * qnorm)
-            covered = sum(example.weights[f] ** 2 for f in shared) / (example.norm ** 2)
-            score = 0.55 * cosine + 0.45 * covered
+        for f, q in query.items():
+            for number, weight in postings.get(f, ()):
+                dots[number] += weight * q
+                covers[number] += weight * weight
+        best: dict[str, float] = {}
+        for number, example in enumerate(examples):
+            if not covers[number]:
+                continue
+            score = 0.55 * dots[number] / (example.norm * qnorm) + 0.45 * covers[number] / (example.norm ** 2)
             if score > best.get(example.intent, 0.0):
                 best[example.intent] = score
         ranked = sorted(best.items(), key=lambda kv: -kv[1])
@@ -289,7 +313,7 @@ class Understander:
         return Understanding(text, intent, score, slots, ranked[1:4])
 
     def is_danger_word(self, norm: str, lang: str) -> bool:
-        return any(contains_keyword(norm, keyword_form(w)) for words_ in self._lists(lang, "danger_words") for w in words_)
+        return any(keyword_in(form, norm) for _, _, form in self._keywords(lang, "danger_words"))
 
     def answer(self, text: str, lang: str, *, whole: bool = False) -> str | None:
         """yes / no / not_sure / back / menu / skip / cancel / done, when a short text is one.
@@ -301,19 +325,17 @@ class Understander:
         tokens = words(norm)
         if not tokens or len(tokens) > ANSWER_MAX_WORDS:
             return None
-        particles = {keyword_form(p) for ps in self._lists(lang, "particles") for p in ps}
+        particles = {norm for _, norm, _ in self._keywords(lang, "particles")}
         while len(tokens) > 1 and tokens[-1] in particles:
             tokens = tokens[:-1]
         spans = {"".join(tokens[i:j]) for i in range(len(tokens)) for j in range(i + 1, len(tokens) + 1)}
         dense = "".join(tokens)
         best: tuple[int, str] | None = None
-        for answers in self._lists(lang, "answers"):
-            for name, keywords in answers.items():
-                for keyword in keywords:
-                    kw = keyword_form(keyword).replace(" ", "")
-                    found = kw == dense if whole else kw in spans
-                    if kw and found and (best is None or len(kw) > best[0]):
-                        best = (len(kw), name)
+        for name, norm, _ in self._keywords(lang, "answers"):
+            kw = norm.replace(" ", "")
+            found = kw == dense if whole else kw in spans
+            if kw and found and (best is None or len(kw) > best[0]):
+                best = (len(kw), name)
         return best[1] if best else None
 
     def slots(self, norm: str, lang: str) -> dict[str, str]:
@@ -333,13 +355,10 @@ class Understander:
     def _countries(self, norm: str, lang: str) -> list[tuple[int, str]]:
         dense = norm.replace(" ", "")
         hits: dict[str, int] = {}
-        for table in self._lists(lang, "countries"):
-            for code, names in table.items():
-                for name in names:
-                    kw = keyword_form(name)
-                    if kw and contains_keyword(norm, kw):
-                        where = dense.find(kw.replace(" ", ""))
-                        hits[code] = min(hits.get(code, 10**6), where if where >= 0 else 10**5)
+        for code, kw, form in self._keywords(lang, "countries"):
+            if keyword_in(form, norm):
+                where = dense.find(kw.replace(" ", ""))
+                hits[code] = min(hits.get(code, 10**6), where if where >= 0 else 10**5)
         return sorted((pos, code) for code, pos in hits.items())
 
     def _route(self, norm: str, lang: str, found: list[tuple[int, str]]) -> dict[str, str]:
@@ -375,24 +394,20 @@ class Understander:
     def _marker_ends(self, dense: str, lang: str, attr: str) -> dict[int, bool]:
         """Where each "to"/"from" word ends in the text without spaces, and whether it is Latin."""
         out: dict[int, bool] = {}
-        for marks in self._lists(lang, attr):
-            for mark in marks:
-                kw = keyword_form(mark).replace(" ", "")
-                latin = bool(kw) and all(ch < "\u0250" for ch in kw)
-                start = dense.find(kw) if kw else -1
-                while start >= 0:
-                    out[start + len(kw)] = latin
-                    start = dense.find(kw, start + 1)
+        for _, norm, _ in self._keywords(lang, attr):
+            kw = norm.replace(" ", "")
+            latin = bool(kw) and all(ch < "\u0250" for ch in kw)
+            start = dense.find(kw) if kw else -1
+            while start >= 0:
+                out[start + len(kw)] = latin
+                start = dense.find(kw, start + 1)
         return out
 
     def _longest(self, norm: str, lang: str, attr: str) -> str | None:
         best: tuple[int, str] | None = None
-        for table in self._lists(lang, attr):
-            for name, keywords in table.items():
-                for keyword in keywords:
-                    kw = keyword_form(keyword)
-                    if kw and contains_keyword(norm, kw) and (best is None or len(kw) > best[0]):
-                        best = (len(kw), name)
+        for name, kw, form in self._keywords(lang, attr):
+            if keyword_in(form, norm) and (best is None or len(kw) > best[0]):
+                best = (len(kw), name)
         return best[1] if best else None
 
 
