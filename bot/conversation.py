@@ -25,6 +25,7 @@ from bot.engine.runner import Engine
 from bot.inbox import Inbox
 from bot.outbox import ADDED_TO, Outbox, Sender
 from storage.db import Database
+from storage.direct import Prepared
 from storage.sqlite_driver import statements_inline
 from storage.models import InboxEvent, OutboxMessage, User, utcnow
 
@@ -43,9 +44,9 @@ POSTGRES_WRITERS = 2
 # nor a bug in a flow: the event is handled again (the channel's retries), not apologised for.
 TRANSIENT = frozenset({"40P01", "40001"})
 _INBOX = InboxEvent.__table__  # type: ignore[attr-defined]
-_CLAIM = _INBOX.update().where(_INBOX.c.channel == bindparam("channel_"), _INBOX.c.event_key == bindparam("key_"),
-                               _INBOX.c.status == "pending").values(status="done", payload=None, handled_at=bindparam("now_"))
-_STORED = select(_INBOX.c.id).where(_INBOX.c.channel == bindparam("channel_"), _INBOX.c.event_key == bindparam("key_"))
+_CLAIM = Prepared(_INBOX.update().where(_INBOX.c.channel == bindparam("channel_"), _INBOX.c.event_key == bindparam("key_"),
+                               _INBOX.c.status == "pending").values(status="done", payload=None, handled_at=bindparam("now_")))
+_STORED = Prepared(select(_INBOX.c.id).where(_INBOX.c.channel == bindparam("channel_"), _INBOX.c.event_key == bindparam("key_")))
 
 
 class EngineFailed(Exception):
@@ -213,10 +214,9 @@ class Conversations:
         which on PostgreSQL also locks the row, so a resumed and a live handler in two
         processes cannot both act on it (the second waits, then finds it done). An event
         with no stored row (handled directly, as the terminal chat does) goes ahead."""
-        done = await connection.execute(_CLAIM, {"channel_": channel, "key_": key, "now_": utcnow()})
-        if done.rowcount:
+        if (await _CLAIM.run(connection, {"channel_": channel, "key_": key, "now_": utcnow()})).rowcount:
             return True
-        return (await connection.execute(_STORED, {"channel_": channel, "key_": key})).first() is None
+        return not (await _STORED.run(connection, {"channel_": channel, "key_": key})).rows
 
     async def _presence(self, session: AsyncSession, event: Event) -> None:
         """Someone blocked the bot (or came back). Nothing can be answered; they are marked so

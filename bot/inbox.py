@@ -19,27 +19,33 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import Database, upsert
+from storage.direct import Prepared
 from storage.models import InboxEvent, utcnow
 from storage.sqlite_driver import statements_inline
+
+
+_STORED_COLUMNS = ["channel", "event_key", "chat", "payload", "status", "attempts", "received_at"]
 
 
 class Inbox:
     def __init__(self, db: Database) -> None:
         self.db = db
+        table = InboxEvent.__table__  # type: ignore[attr-defined]
+        self._store = Prepared(upsert(table, postgres=db.is_postgres).on_conflict_do_nothing(index_elements=["channel", "event_key"])
+                               .returning(table.c.event_key), column_keys=_STORED_COLUMNS, many_rows=True)
 
     async def store(self, channel: str, events: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
         """Store (event_key, chat, payload) rows; return the keys that were new."""
         if not events:
             return []
         now = utcnow()
-        table = InboxEvent.__table__  # type: ignore[attr-defined]
-        stmt = upsert(table, postgres=self.db.is_postgres).on_conflict_do_nothing(index_elements=["channel", "event_key"]).returning(table.c.event_key)
         async with self.db.transaction() as session:
             connection = await session.connection()
             with statements_inline():  # one insert of a few rows, under the write lock
-                result = await connection.execute(stmt, [dict(channel=channel, event_key=key, chat=chat, payload=json.dumps(payload, ensure_ascii=False),
-                                                              status="pending", attempts=0, received_at=now) for key, chat, payload in events])
-            return list(result.scalars())
+                result = await self._store.run(connection, [
+                    dict(channel=channel, event_key=key, chat=chat, payload=json.dumps(payload, ensure_ascii=False), status="pending",
+                         attempts=0, received_at=now) for key, chat, payload in events])
+            return result.scalars()
 
     async def pending(self, channel: str) -> list[InboxEvent]:
         async with self.db.session() as session:

@@ -31,6 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import metrics
 from storage.db import Database, upsert
+from storage.direct import Prepared
 from storage.models import OutboxMessage, SendBudget, User, utcnow
 from storage.sqlite_driver import statements_inline
 
@@ -59,18 +60,19 @@ UNSENT = text("status IN ('pending', 'sending')")
 # compare-and-set on the claim: a row cancelled, stopped or taken over by another claim since
 # keeps what happened to it.
 _HELD = (_TABLE.c.id == bindparam("row_id")) & UNSENT & (_TABLE.c.claim_token == bindparam("token"))
-_SETTLE = _TABLE.update().where(_HELD).values(status=bindparam("outcome"), result_ref=bindparam("ref"), sent_at=bindparam("now_"),
-                                              payload=None, claim_token=None)
-_ADD_ROWS = _TABLE.insert()
+_SETTLE = Prepared(_TABLE.update().where(_HELD).values(status=bindparam("outcome"), result_ref=bindparam("ref"), sent_at=bindparam("now_"),
+                                                       payload=None, claim_token=None))
+_ROW_COLUMNS = ["channel", "chat", "kind", "payload", "priority", "status", "attempts", "not_before", "created_at", "uncertain"]
+_ADD_ROWS = Prepared(_TABLE.insert(), column_keys=_ROW_COLUMNS, many_rows=True)
 # SQLAlchemy writes a RETURNING insert whose ids must come back in the rows' order one row
 # a statement on SQLite (it has no sentinel to sort by): three statements for a reply of three
 # messages. SQLite numbers the rows of one INSERT in their order, so there the ids are sorted.
 _ADD_LEASED = _TABLE.insert().returning(_TABLE.c.id, sort_by_parameter_order=True)
-_ADD_LEASED_SQLITE = _TABLE.insert().returning(_TABLE.c.id)
+_ADD_LEASED_SQLITE = Prepared(_TABLE.insert().returning(_TABLE.c.id), column_keys=[*_ROW_COLUMNS, "claim_token"], many_rows=True)
 # Walks ix_outbox_claim over the replies and partner messages not yet sent (a few, however
 # many broadcast rows are queued), then picks the chat's.
-_OPEN_ROWS = select(func.count()).select_from(_TABLE).where(_TABLE.c.channel == bindparam("channel_"), UNSENT,
-                                                          _TABLE.c.priority < PRIORITY_BROADCAST, _TABLE.c.chat == bindparam("chat_"))
+_OPEN_ROWS = Prepared(select(func.count()).select_from(_TABLE).where(_TABLE.c.channel == bindparam("channel_"), UNSENT,
+                                                          _TABLE.c.priority < PRIORITY_BROADCAST, _TABLE.c.chat == bindparam("chat_")))
 ADDED_TO = "outbox_chats"  # session.info: the (channel, chat) pairs a transaction queued rows for through `add`
 
 
@@ -192,7 +194,7 @@ class Outbox:
         values = [dict(channel=channel, chat=chat, kind=kind, payload=Outbox.encode(payload), priority=priority, status="pending",
                        attempts=0, not_before=now, created_at=now, uncertain=False) for kind, payload in rows]
         if leased_to is None:
-            await connection.execute(_ADD_ROWS, values)
+            await _ADD_ROWS.run(connection, values)
             return []
         until = now + leased_to.outbox.lease
         for value in values:
@@ -200,7 +202,7 @@ class Outbox:
             # mid-send, the next claim knows the row may have arrived.
             value.update(status="sending", attempts=1, not_before=until, claim_token=leased_to.token)
         if connection.dialect.name == "sqlite":
-            ids = sorted((await connection.execute(_ADD_LEASED_SQLITE, values)).scalars().all())
+            ids = sorted((await _ADD_LEASED_SQLITE.run(connection, values)).scalars())
         else:
             ids = list((await connection.execute(_ADD_LEASED, values)).scalars().all())
         return [WrittenRow(id=row_id, **value) for row_id, value in zip(ids, values)]  # type: ignore[misc]
@@ -209,7 +211,7 @@ class Outbox:
     async def open_rows(connection: AsyncConnection, channel: str, chat: str) -> int:
         """How many replies and partner messages for this chat are still to be sent, by any
         process (broadcasts wait behind replies anyway)."""
-        return int((await connection.execute(_OPEN_ROWS, {"channel_": channel, "chat_": chat})).scalar_one())
+        return int((await _OPEN_ROWS.run(connection, {"channel_": channel, "chat_": chat})).rows[0][0])
 
     def remember_sent(self, outbox_id: int, ref: str | None) -> None:
         """Outcomes are recorded in groups, so a row sent a moment ago may not show as sent
@@ -327,7 +329,7 @@ class Outbox:
                 done = [{"row_id": o.row.id, "token": o.row.claim_token, "outcome": o.status, "ref": o.ref, "now_": now}
                         for o in outcomes if o.status in ("sent", "failed", "unreachable")]
                 if done:
-                    await connection.execute(_SETTLE, done)
+                    await _SETTLE.run(connection, done)
                 for o in outcomes:
                     if o.status in ("retry", "later", "moved"):
                         values: dict[str, Any] = {"status": "pending", "not_before": now + timedelta(seconds=o.after), "claim_token": None,

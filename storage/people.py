@@ -20,6 +20,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.direct import Prepared
 from storage.models import Conversation, User, utcnow
 
 _USERS = User.__table__  # type: ignore[attr-defined]
@@ -28,13 +29,13 @@ _USER_COLUMNS = [c.name for c in _USERS.c]
 _CONVERSATION_COLUMNS = [c.name for c in _CONVERSATIONS.c]
 # Locked for the transaction (PostgreSQL): with several workers, two updates of one person
 # reaching two of them at once are handled one after the other, each on the other's result.
-_LOAD = (select(*_USERS.c, *_CONVERSATIONS.c).select_from(_USERS.outerjoin(_CONVERSATIONS, _CONVERSATIONS.c.user_id == _USERS.c.id))
+_LOAD = Prepared(select(*_USERS.c, *_CONVERSATIONS.c).select_from(_USERS.outerjoin(_CONVERSATIONS, _CONVERSATIONS.c.user_id == _USERS.c.id))
          .where(_USERS.c.channel == bindparam("channel_"), _USERS.c.address == bindparam("address_")).with_for_update(of=_USERS))
-_UPDATE = _CONVERSATIONS.update().where(_CONVERSATIONS.c.user_id == bindparam("user_")).values(
-    flow=bindparam("flow_"), step=bindparam("step_"), vars=bindparam("vars_"), updated_at=bindparam("at_"))
-_INSERT = _CONVERSATIONS.insert().values(user_id=bindparam("user_"), flow=bindparam("flow_"), step=bindparam("step_"),
-                                         vars=bindparam("vars_"), updated_at=bindparam("at_"))
-_DELETE = _CONVERSATIONS.delete().where(_CONVERSATIONS.c.user_id == bindparam("user_"))
+_UPDATE = Prepared(_CONVERSATIONS.update().where(_CONVERSATIONS.c.user_id == bindparam("user_")).values(
+    flow=bindparam("flow_"), step=bindparam("step_"), vars=bindparam("vars_"), updated_at=bindparam("at_")))
+_INSERT = Prepared(_CONVERSATIONS.insert().values(user_id=bindparam("user_"), flow=bindparam("flow_"), step=bindparam("step_"),
+                                                  vars=bindparam("vars_"), updated_at=bindparam("at_")))
+_DELETE = Prepared(_CONVERSATIONS.delete().where(_CONVERSATIONS.c.user_id == bindparam("user_")))
 
 
 def _loaded(cls: type[Any], values: dict[str, Any]) -> Any:
@@ -61,13 +62,13 @@ async def load_person(session: AsyncSession, channel: str, address: str) -> tupl
     empty if none), and whether the conversation is stored yet."""
     await _flush_pending(session)
     connection = await session.connection()
-    row = (await connection.execute(_LOAD, {"channel_": channel, "address_": address})).first()
-    if row is None:
+    found = (await _LOAD.run(connection, {"channel_": channel, "address_": address})).mappings()
+    if not found:
         user = User(channel=channel, address=address)
         session.add(user)
         await session.flush()
         return user, _loaded(Conversation, {"user_id": user.id, "flow": None, "step": None, "vars": {}, "updated_at": utcnow()}), False
-    values = row._mapping
+    values = found[0]
     attached = session.sync_session.identity_map.get(identity_key(User, values["id"]))
     if attached is not None:
         user = attached
@@ -82,7 +83,7 @@ async def load_person(session: AsyncSession, channel: str, address: str) -> tupl
 
 async def save_conversation(session: AsyncSession, conversation: Conversation, *, stored: bool) -> None:
     connection = await session.connection()
-    await connection.execute(_UPDATE if stored else _INSERT, {
+    await (_UPDATE if stored else _INSERT).run(connection, {
         "user_": conversation.user_id, "flow_": conversation.flow, "step_": conversation.step, "vars_": conversation.vars or {},
         "at_": conversation.updated_at})
     _drop_loaded_conversation(session, conversation.user_id)
@@ -91,5 +92,5 @@ async def save_conversation(session: AsyncSession, conversation: Conversation, *
 async def delete_conversation(session: AsyncSession, user_id: int) -> None:
     await _flush_pending(session)
     connection = await session.connection()
-    await connection.execute(_DELETE, {"user_": user_id})
+    await _DELETE.run(connection, {"user_": user_id})
     _drop_loaded_conversation(session, user_id)

@@ -49,6 +49,21 @@ def statements_inline() -> Iterator[None]:
         _INLINE.reset(token)
 
 
+def inline_connection(connection: Any) -> sqlite3.Connection | None:
+    """The sqlite3 connection under an open SQLAlchemy AsyncConnection, if this task's
+    statements may run on the loop's thread now (`statements_inline`, SQLite, nothing of
+    the connection's on aiosqlite's thread); otherwise None."""
+    if not _INLINE.get() or connection.dialect.driver != DRIVER:
+        return None
+    sync = connection.sync_connection
+    if sync is None or sync.closed:
+        return None
+    adapted = sync.connection.dbapi_connection
+    if adapted is None or adapted._execute_mutex.locked():
+        return None
+    return adapted._connection._conn  # type: ignore[no-any-return]
+
+
 def _run_statement(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> tuple[Any, list[Any], int, int | None]:
     cursor = conn.cursor()
     try:

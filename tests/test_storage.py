@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
+import pytest
 from sqlmodel import select
 
 from bot.inbox import ChatLocks, Inbox
@@ -24,6 +26,18 @@ async def test_a_redelivered_event_is_stored_once(database_url: str) -> None:
         pending = await inbox.pending("telegram")
         assert [(row.event_key, row.chat) for row in pending] == [("1001", str(BIG)), ("1002", "5")]
         assert await inbox.highest_key("telegram") == 1002
+    finally:
+        await db.close()
+
+
+async def test_more_events_at_once_than_one_sqlite_statement_can_carry_are_all_stored(database_url: str) -> None:
+    """The inbox writes a batch as one INSERT on SQLite; 40,000 events have more values than
+    one statement may (250,000 in Debian's SQLite, 32,766 in SQLite's own build), so they go
+    in several, and none is lost."""
+    db = await connect(database_url)
+    try:
+        keys = await Inbox(db).store("telegram", [(str(n), str(n % 7), {"n": n}) for n in range(40_000)])
+        assert sorted(map(int, keys)) == list(range(40_000))
     finally:
         await db.close()
 
@@ -230,3 +244,47 @@ async def test_a_database_one_migration_behind_is_brought_to_the_newest_at_start
     db = await connect(url)
     assert await schema_revision(db) == head_revision()
     await db.close()
+
+
+async def test_a_statement_run_straight_on_sqlite_answers_as_sqlalchemy_does(database_url: str) -> None:
+    """The update path's statements skip SQLAlchemy's execution on SQLite (storage/direct.py)
+    but keep its type handling: the person's row read both ways is the same values of the same
+    types (a date, a decrypted dict, a boolean), a duplicate key raises the same IntegrityError,
+    and SQLAlchemy's own execution is really skipped (no cursor event) where it can be."""
+    from sqlalchemy import Column, Integer, MetaData, Table, event
+    from sqlalchemy.exc import IntegrityError
+
+    from storage.direct import NotPreparable, Prepared
+    from storage.models import Conversation
+    from storage.people import _INSERT, _LOAD
+    from storage.sqlite_driver import statements_inline
+
+    db = await connect(database_url)
+    through_sqlalchemy: list[str] = []
+    event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *args: through_sqlalchemy.append(args[2]))
+    async with db.transaction() as session:
+        user = User(channel="telegram", address="801", lang="km", reachable=False)
+        session.add(user)
+        await session.flush()
+        session.add(Conversation(user_id=user.id, flow="report", step="where", vars={"country": "TH", "note": "ខ្ញុំ"}))
+    try:
+        async with db.transaction() as session:
+            connection = await session.connection()
+            params = {"channel_": "telegram", "address_": "801"}
+            slow = (await _LOAD.run(connection, params)).mappings()
+            through_sqlalchemy.clear()
+            with statements_inline():
+                fast = (await _LOAD.run(connection, params)).mappings()
+                if not db.is_postgres:
+                    assert through_sqlalchemy == [], "run on sqlite3 itself"
+                with pytest.raises(IntegrityError):
+                    await _INSERT.run(connection, {"user_": user.id, "flow_": "x", "step_": "y", "vars_": {}, "at_": slow[0]["updated_at"]})
+        assert fast == slow and len(fast) == 1
+        row = fast[0]
+        assert row["vars"] == {"country": "TH", "note": "ខ្ញុំ"} and row["reachable"] is False and row["lang"] == "km"
+        assert isinstance(row["updated_at"], datetime) and isinstance(row["created_at"], datetime)
+        with pytest.raises(NotPreparable):  # a default computed in Python would be skipped: refused when first compiled
+            table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("n", Integer, default=lambda: 1))
+            Prepared(table.insert(), column_keys=["id"])._compile(db.engine.dialect)
+    finally:
+        await db.close()
