@@ -13,7 +13,6 @@ import asyncio
 import hmac
 import json
 import logging
-import warnings
 from typing import Any
 
 from sqlmodel import select
@@ -23,7 +22,6 @@ from telegram import Message as TgMessage
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, ChatMigrated, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.ext import Application, ContextTypes, TypeHandler
-from telegram.warnings import PTBUserWarning
 
 from bot.channels.telegram_http import AiohttpRequest
 from bot.conversation import Conversations, Receipt
@@ -47,10 +45,6 @@ TELEGRAM_TEXT_LIMIT = 4096
 # Sends in flight at once. Enough to reach 1000 a second at a few milliseconds per request;
 # more only adds event-loop overhead and a larger burst when a 429 pauses everything.
 SEND_CONNECTIONS = 32
-# sendMessage, editMessageText and the two sends of a button press go through do_api_request
-# on purpose (see _send_text and deliver).
-warnings.filterwarnings("ignore", message=r"Please use 'Bot\.(send_message|get_updates|answer_callback_query|edit_message_reply_markup|edit_message_text)'",
-                        category=PTBUserWarning)
 
 
 def _attachments(message: TgMessage) -> list[dict[str, str]]:
@@ -133,9 +127,10 @@ class TelegramChannel:
         self.poll_timeout = poll_timeout
         self.locks = ChatLocks()
         self.pace = ChatPace()
+        self._http = AiohttpRequest(connections=SEND_CONNECTIONS)
+        self._polling_http = AiohttpRequest(connections=1)
         self.app: Application = (Application.builder().token(token).base_url(base_url).updater(None)  # type: ignore[type-arg]
-                                 .request(AiohttpRequest(connections=SEND_CONNECTIONS))
-                                 .get_updates_request(AiohttpRequest(connections=1)).build())
+                                 .request(self._http).get_updates_request(self._polling_http).build())
         self.app.add_handler(TypeHandler(Update, self._on_update))
         budget = SharedBudget(outbox.db, CHANNEL, rate) if shared_rate else None
         self.sender = Sender(outbox, CHANNEL, self.deliver, limiter=RateLimiter(rate, shared=budget), concurrency=SEND_CONNECTIONS,
@@ -265,8 +260,8 @@ class TelegramChannel:
         wait = self.poll_timeout if timeout is None else timeout
         # Telegram's answer as JSON, each update read on its own: one that python-telegram-bot
         # cannot read must not block every update behind it (the offset would never move).
-        self._poll = asyncio.ensure_future(self.app.bot.do_api_request(
-            "get_updates", api_kwargs={"offset": self._offset, "timeout": wait, "allowed_updates": ALLOWED_UPDATES},
+        self._poll = asyncio.ensure_future(self._polling_http.call(
+            self.app.bot.base_url, "getUpdates", {"offset": self._offset, "timeout": wait, "allowed_updates": ALLOWED_UPDATES},
             read_timeout=wait + 10))
         try:
             raw = await self._poll
@@ -422,18 +417,22 @@ class TelegramChannel:
             return int(ref) if ref else None
         return None
 
+    async def _call(self, method: str, params: dict[str, Any]) -> Any:
+        """A Bot API method as one JSON request (telegram_http.AiohttpRequest.call): the
+        answer as Telegram sent it, errors raised by python-telegram-bot as for its own calls."""
+        return await self._http.call(self.app.bot.base_url, method, params)
+
     async def _send_text(self, chat_id: int, message: Message, reply_to: int | None, *, paid: bool, topic: int | None = None) -> str:
-        """sendMessage through python-telegram-bot's `do_api_request`, which hands back
-        Telegram's answer as it came. Only the new message's id is needed, and building a
-        `telegram.Message` (and the keyboard objects) for every send was a sixth of the
-        bot's CPU in a broadcast at 1000 a second. Errors are still raised by
+        """sendMessage as a plain request (`_call`). Only the new message's id is needed, and
+        building a `telegram.Message` (and the keyboard objects) for every send was a sixth
+        of the bot's CPU in a broadcast at 1000 a second. Errors are still raised by
         python-telegram-bot (RetryAfter, Forbidden, BadRequest)."""
         parts = split_text(message.text, TELEGRAM_TEXT_LIMIT, telegram_len)
         # In a forum group: a case card goes to the partner's topic; a reply follows the message it answers.
         where = {"message_thread_id": topic} if topic and reply_to is None else {}
         first = None
         for part in parts[:-1]:  # too long for one message (measured as Telegram does): the head parts go first, plain
-            sent = await self.app.bot.do_api_request("send_message", api_kwargs={
+            sent = await self._call("sendMessage", {
                 "chat_id": chat_id, "text": part, "parse_mode": ParseMode.HTML, "link_preview_options": {"is_disabled": True}, **where,
                 **({"reply_parameters": {"message_id": reply_to, "allow_sending_without_reply": True}} if reply_to else {})})
             first = first or str(sent["message_id"])
@@ -447,7 +446,7 @@ class TelegramChannel:
             request["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
         if paid:
             request["allow_paid_broadcast"] = True
-        sent = await self.app.bot.do_api_request("send_message", api_kwargs=request)
+        sent = await self._call("sendMessage", request)
         return first or str(sent["message_id"])
 
     async def deliver(self, row: OutboxMessage, payload: dict[str, Any]) -> str | None:
@@ -468,7 +467,7 @@ class TelegramChannel:
                 if ref is None:
                     return None  # never sent (cancelled): nothing to edit
                 message = Message.from_payload(payload)
-                await bot.do_api_request("edit_message_text", api_kwargs={
+                await self._call("editMessageText", {
                     "chat_id": chat_id, "message_id": int(ref), "text": message.text, "parse_mode": ParseMode.HTML,
                     "link_preview_options": {"is_disabled": True}, "reply_markup": keyboard_json(message)})
                 return None
@@ -483,13 +482,12 @@ class TelegramChannel:
                 else:
                     await bot.delete_my_commands(scope=scope)
                 return None
-            # The two sends of every button press, as plain requests: python-telegram-bot would
-            # build a Message object from the answer that nothing reads.
+            # The two sends of every button press, as plain requests (see _call).
             if row.kind == "ack":
-                await bot.do_api_request("answer_callback_query", api_kwargs={"callback_query_id": payload["callback_id"]})
+                await self._call("answerCallbackQuery", {"callback_query_id": payload["callback_id"]})
                 return None
             if row.kind == "clear_buttons":
-                await bot.do_api_request("edit_message_reply_markup", api_kwargs={"chat_id": chat_id, "message_id": payload["message_id"]})
+                await self._call("editMessageReplyMarkup", {"chat_id": chat_id, "message_id": payload["message_id"]})
                 return None
             raise Rejected(f"unknown outbox kind {row.kind}")
         except NotSentYet as exc:

@@ -6,16 +6,35 @@ checks every pooled connection with a system call on each request; at broadcast 
 project's server stack and its client pools connections without that cost. Everything
 above this class (building requests, parsing answers, raising RetryAfter or Forbidden)
 is still python-telegram-bot's own code.
+
+The bot's own sends (sendMessage, the two sends of a button press, editMessageText) and
+getUpdates go as `call`: one JSON document, posted by this class, the answer read and its
+errors raised (RetryAfter, Forbidden, BadRequest, ChatMigrated) by python-telegram-bot's
+`BaseRequest.post`. What that skips is the Bot object's way there (a parameter object per
+argument, defaults, camel-casing, a warning per call for a method it has a helper for) and
+the answer's parsing into objects nothing reads: 6 % of the busy time under bench.updates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+class JsonBody(RequestData):
+    """A request's parameters as one JSON document (the Bot API takes application/json)."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        super().__init__()
+        self.body = json.dumps(params, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class AiohttpRequest(BaseRequest):
@@ -34,6 +53,11 @@ class AiohttpRequest(BaseRequest):
     @property
     def read_timeout(self) -> float | None:
         return self._read_timeout
+
+    async def call(self, base_url: str, method: str, params: dict[str, Any], *, read_timeout: float | None = None) -> Any:
+        """One Bot API method (camelCase, as Telegram names it); its `result` as Telegram sent it."""
+        return await self.post(f"{base_url}/{method}", JsonBody(params),
+                               read_timeout=BaseRequest.DEFAULT_NONE if read_timeout is None else read_timeout)
 
     async def initialize(self) -> None:
         if self._session is None or self._session.closed:
@@ -65,7 +89,9 @@ class AiohttpRequest(BaseRequest):
                                         sock_read=read)
         body: Any = None
         headers = None
-        if files:
+        if isinstance(request_data, JsonBody):
+            body, headers = request_data.body, _JSON
+        elif files:
             body = _multipart(request_data, files)  # type: ignore[arg-type]
         elif request_data is not None:
             body = request_data.url_encoded_parameters().encode()
