@@ -45,6 +45,7 @@ async def test_the_update_path_benchmark_runs_saferoute_and_the_echo_bot_and_pri
     result = json.loads(text.strip().splitlines()[-1])
     assert result["SafeRoute (SQLite)"]["failed"] == 0, "every step of every journey was answered (a whole report included)"
     assert result["PTB echo"]["failed"] == 0 and "SafeRoute ÷ PTB echo" in text
+    assert result["SafeRoute (SQLite)"]["fake_cpu_ms_per_update"] > 0 and result["PTB echo"]["cpu_ms_per_update"] > 0
 
 
 def test_the_profile_summary_sets_waiting_apart_and_charges_each_layer(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 python-telegram-bot's own polling confirms an update to Telegram as soon as it is queued
 in memory, so an update in flight when the process dies is gone. Here every fetched update
 is stored in the inbox first, and only the next getUpdates (whose offset confirms it) is
-made after that. The real `Application` still dispatches each update, through a single
-TypeHandler that hands it to the channel-neutral conversation service.
+made after that. Each update is read from Telegram's JSON (telegram_updates) and handed to
+the channel-neutral conversation service; python-telegram-bot's Bot makes the calls that
+need its types (media, command menus, the webhook).
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from typing import Any
 
 from sqlmodel import select
 from aiohttp import web
-from telegram import BotCommand, BotCommandScopeChat, Update
-from telegram import Message as TgMessage
+from telegram import BotCommand, BotCommandScopeChat
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, ChatMigrated, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter, TimedOut
-from telegram.ext import Application, ContextTypes, TypeHandler
+from telegram.ext import Application
 
 from bot.channels.telegram_http import AiohttpRequest
-from bot.conversation import Conversations, Receipt
-from bot.engine.events import Event, Message, split_text, telegram_len
+from bot.channels.telegram_updates import CHANNEL, UnreadableUpdate, chat_of, client_language, event_from_update, is_private_message
+from bot.conversation import Conversations
+from bot.engine.events import Message, split_text, telegram_len
 from bot.engine.flows import FlowSet
 from bot.engine.i18n import SOURCE_LANGUAGE, Translator
 from bot.inbox import ChatLocks, ChatPace, Inbox
@@ -36,7 +37,6 @@ from storage.models import OutboxMessage, User
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "telegram"
 # Edited messages are not asked for: an answer already acted on is not taken back by editing it.
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -45,52 +45,6 @@ TELEGRAM_TEXT_LIMIT = 4096
 # Sends in flight at once. Enough to reach 1000 a second at a few milliseconds per request;
 # more only adds event-loop overhead and a larger burst when a 429 pauses everything.
 SEND_CONNECTIONS = 32
-
-
-def _attachments(message: TgMessage) -> list[dict[str, str]]:
-    found: list[dict[str, str]] = []
-    if message.photo:
-        found.append({"kind": "photo", "file_id": message.photo[-1].file_id})
-    for kind in ("voice", "audio", "video", "document", "video_note"):
-        media = getattr(message, kind)
-        if media is not None:
-            found.append({"kind": kind, "file_id": media.file_id})
-    return found
-
-
-def event_from_update(update: Update) -> tuple[Event, list[Receipt]] | None:
-    """The channel-neutral event for an update, and what Telegram needs done in return."""
-    if update.callback_query is not None:
-        query = update.callback_query
-        receipts: list[Receipt] = [("ack", {"callback_id": query.id})]
-        chat = str(query.message.chat.id) if query.message is not None else str(query.from_user.id)
-        if query.message is not None and query.message.chat.type == "private":
-            receipts.append(("clear_buttons", {"message_id": query.message.message_id}))
-        return Event(CHANNEL, str(query.from_user.id), choice=query.data or "", client_lang=query.from_user.language_code, chat=chat,
-                     message_ref=str(query.message.message_id) if query.message else None), receipts
-    member = update.my_chat_member
-    if member is not None:
-        if member.chat.type != "private":
-            return None  # added to or removed from a group: partners' groups are set in their file
-        status = member.new_chat_member.status
-        presence = "left" if status in ("kicked", "left") else "back" if status == "member" else None
-        return (Event(CHANNEL, str(member.from_user.id), chat=str(member.chat.id), presence=presence), []) if presence else None
-    message = update.message
-    if message is None or message.from_user is None:
-        return None
-    user = message.from_user
-    text = message.text or message.caption or ""
-    location = {"lat": message.location.latitude, "lon": message.location.longitude} if message.location else None
-    base: dict[str, Any] = dict(
-        channel=CHANNEL, address=str(user.id), client_lang=user.language_code, chat=str(message.chat.id),
-        message_ref=str(message.message_id), attachments=_attachments(message), location=location,
-        contact_phone=message.contact.phone_number if message.contact else None,
-        reply_to_ref=str(message.reply_to_message.message_id) if message.reply_to_message else None,
-    )
-    if message.text and text.startswith("/"):
-        head, _, args = text[1:].partition(" ")
-        return Event(**base, command=head.split("@")[0].lower(), args=args.strip()), []
-    return Event(**base, text=text), []
 
 
 def keyboard_json(message: Message) -> dict[str, Any]:
@@ -131,7 +85,6 @@ class TelegramChannel:
         self._polling_http = AiohttpRequest(connections=1)
         self.app: Application = (Application.builder().token(token).base_url(base_url).updater(None)  # type: ignore[type-arg]
                                  .request(self._http).get_updates_request(self._polling_http).build())
-        self.app.add_handler(TypeHandler(Update, self._on_update))
         budget = SharedBudget(outbox.db, CHANNEL, rate) if shared_rate else None
         self.sender = Sender(outbox, CHANNEL, self.deliver, limiter=RateLimiter(rate, shared=budget), concurrency=SEND_CONNECTIONS,
                              bulk_batch=max(200, int(rate)), takes_replies=True)
@@ -276,69 +229,65 @@ class TelegramChannel:
     async def accept(self, raw: list[dict[str, Any]]) -> list[str]:
         """Store updates as they came (from getUpdates or the webhook), then schedule the new
         ones. Returns when they are stored: only then may Telegram be told they arrived."""
-        readable: list[Update] = []
+        readable: list[tuple[dict[str, Any], str]] = []
         rows = []
         for item in raw:
             try:
-                update = Update.de_json(item, self.app.bot)
-            except Exception as exc:
-                log.error("update %s cannot be read (%s); set aside", item.get("update_id"), type(exc).__name__, exc_info=True)
-                update = None
-            if update is not None:
-                readable.append(update)
-            rows.append((str(item["update_id"]), self._chat_of(update) if update else "-", item))
+                chat = chat_of(item)
+            except UnreadableUpdate as exc:
+                log.error("update %s cannot be read (%s); set aside", item.get("update_id"), exc)
+                chat = "-"
+            else:
+                readable.append((item, chat))
+            rows.append((str(item["update_id"]), chat, item))
         new = set(await self.inbox.store(CHANNEL, rows))
         metrics.UPDATES_RECEIVED.labels(CHANNEL).inc(len(new))
-        for key in new - {str(u.update_id) for u in readable}:
+        for key in new - {str(u["update_id"]) for u, _ in readable}:
             await self.inbox.mark_failed(CHANNEL, key, "unreadable update")
-        for update in readable:
-            if str(update.update_id) in new:
-                self._schedule(update)
+        for update, chat in readable:
+            if str(update["update_id"]) in new:
+                self._schedule(update, chat)
         return sorted(new)
 
-    @staticmethod
-    def _chat_of(update: Update) -> str:
-        chat = update.effective_chat
-        return str(chat.id) if chat else "-"
-
-    def _schedule(self, update: Update) -> None:
-        task = asyncio.create_task(self._dispatch(update))
+    def _schedule(self, update: dict[str, Any], chat: str) -> None:
+        """`update` is checked (`chat_of`), `chat` what it said."""
+        task = asyncio.create_task(self._dispatch(update, chat))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _dispatch(self, update: Update) -> None:
-        logs.UPDATE.set(str(update.update_id))  # this task's log lines name the update they are about
-        chat = self._chat_of(update)
+    async def _dispatch(self, update: dict[str, Any], chat: str) -> None:
+        key = str(update["update_id"])
+        logs.UPDATE.set(key)  # this task's log lines name the update they are about
         async with self.locks.hold(chat):
             if self.webhook is not None:
-                await self._handle_earlier(chat, update)
-            if update.message is not None and update.message.chat.type == "private":
+                await self._handle_earlier(chat, key)
+            if is_private_message(update):
                 await self._keep_pace(chat, update)
             await self._process(update)
 
-    async def _process(self, update: Update) -> None:
+    async def _process(self, update: dict[str, Any]) -> None:
         try:
-            await self.app.process_update(update)
+            await self._on_update(update)
         except Exception as exc:
-            log.error("update %s failed: %s", update.update_id, type(exc).__name__)
-            await self.inbox.mark_failed(CHANNEL, str(update.update_id), type(exc).__name__)
+            log.error("update %s failed: %s", update["update_id"], type(exc).__name__)
+            await self.inbox.mark_failed(CHANNEL, str(update["update_id"]), type(exc).__name__)
 
-    async def _handle_earlier(self, chat: str, update: Update) -> None:
+    async def _handle_earlier(self, chat: str, key: str) -> None:
         """With several workers behind a webhook, a person's next update can reach another
         worker while the last is still being handled. Telegram posted them in order, each
         stored before the next was posted, so whoever gets to the later one first handles the
         earlier ones first; the worker that received an earlier one then finds it done."""
-        for row in await self.inbox.earlier_pending(CHANNEL, chat, str(update.update_id)):
+        for row in await self.inbox.earlier_pending(CHANNEL, chat, key):
             if row.payload is None:
                 continue
             try:
-                earlier = Update.de_json(json.loads(row.payload), self.app.bot)
-            except Exception:
+                earlier = json.loads(row.payload)
+                chat_of(earlier)
+            except ValueError:
                 continue  # set aside by the worker that stored it
-            if earlier is not None:
-                await self._process(earlier)
+            await self._process(earlier)
 
-    async def _keep_pace(self, chat: str, update: Update) -> None:
+    async def _keep_pace(self, chat: str, update: dict[str, Any]) -> None:
         """A flood from one person waits in that person's queue; they are told once."""
         wait = self.pace.wait_needed(chat)
         if wait <= 0:
@@ -346,7 +295,7 @@ class TelegramChannel:
         if self.pace.should_tell(chat):
             async with self.inbox.db.transaction() as session:
                 chosen = (await session.exec(select(User.lang).where(User.channel == CHANNEL, User.address == chat))).first()
-                client = update.effective_user.language_code if update.effective_user else None
+                client = client_language(update)
                 lang = chosen or (client or SOURCE_LANGUAGE).split("-")[0]
                 Outbox.add(session, CHANNEL, chat, "message", {"text": self.texts.get(lang, "common.slow_down")})
             self.outbox.notify()
@@ -362,12 +311,12 @@ class TelegramChannel:
             log.info("resuming %d stored update(s)", len(pending))
         for row in pending:
             try:
-                update = Update.de_json(json.loads(row.payload or "{}"), self.app.bot)
-            except Exception as exc:
+                update = json.loads(row.payload or "{}")
+                chat = chat_of(update)
+            except ValueError as exc:
                 await self.inbox.mark_failed(CHANNEL, row.event_key, type(exc).__name__)
                 continue
-            if update is not None:
-                self._schedule(update)
+            self._schedule(update, chat)
 
     async def idle(self) -> None:
         """Wait until every scheduled update has been handled (used by tests and shutdown)."""
@@ -376,8 +325,8 @@ class TelegramChannel:
 
     # -- the one handler ------------------------------------------------------------------------
 
-    async def _on_update(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        key = str(update.update_id)
+    async def _on_update(self, update: dict[str, Any]) -> None:
+        key = str(update["update_id"])
         try:
             converted = event_from_update(update)
         except Exception as exc:  # python-telegram-bot would only log it; the update would stay pending for ever
