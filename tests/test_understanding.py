@@ -73,3 +73,16 @@ def test_the_eval_command_prints_figures_per_language(capsys: pytest.CaptureFixt
     assert main(["understand", "--eval", str(Path(EVAL_SET))]) == 0
     out = capsys.readouterr().out
     assert all(f"\n{lang} " in out for lang in ("km", "lo", "th", "vi", "en")) and "met" in out
+
+
+@pytest.mark.parametrize("lang", ["km", "lo", "th", "vi", "en"])
+def test_a_danger_word_in_a_report_description_is_found_as_a_full_reading_finds_it(understander: Understander, lang: str) -> None:
+    """A description typed into a report is only checked for danger words (the full reading
+    scores it against every example for nothing): the check must agree with the reading on
+    every evaluation phrase, the danger ones included, and on a danger word inside a long text."""
+    cases = [str(case["text"]) for case in load_yaml(EVAL_SET / f"{lang}.yaml")["cases"]]
+    words = load_yaml(UNDERSTANDING / f"{lang}.yaml")["danger_words"]
+    cases += [f"the agency kept our passports {word} and we cannot leave" for word in words[:5]]
+    assert any(understander.names_danger(text, lang) for text in cases)
+    for text in cases:
+        assert understander.names_danger(text, lang) == understander.understand(text, lang).danger_word, text

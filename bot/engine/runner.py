@@ -305,7 +305,7 @@ class Engine:
         if not text.strip():
             turn.say("common.need_text")
             return await self._run(turn, flow_id, step.id, announce=False, act=False)
-        if not turn.values.get("urgent") and self.understander.understand(text, turn.lang).danger_word:
+        if not turn.values.get("urgent") and self.understander.names_danger(text, turn.lang):
             self.show_emergency(turn)
             self._flush(turn)
         turn.values[step.ask] = text[:MAX_ANSWER_CHARS]  # type: ignore[index]

@@ -23,6 +23,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -203,8 +204,8 @@ class Understander:
         self.intent_flows = intent_flows or {}
         self.report_categories = report_categories or {}
         self._index: dict[str, tuple[list[Example], dict[str, float]]] = {}
-        # per language: feature -> the examples that have it, with its weight in each
-        self._postings: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        # per language: feature -> the examples that have it, with its weight in each and its square
+        self._postings: dict[str, dict[str, list[tuple[int, float, float]]]] = {}
         self._rarest: dict[str, float] = {}
         self._prepared: dict[tuple[str, str], list[tuple[str, str, Keyword]]] = {}
 
@@ -248,10 +249,10 @@ class Understander:
                 weights = {f: c * idf[f] for f, c in feats.items()}
                 norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
                 examples.append(Example(intent, text, weights, norm))
-            postings: dict[str, list[tuple[int, float]]] = {}
+            postings: dict[str, list[tuple[int, float, float]]] = {}
             for number, example in enumerate(examples):
                 for feature, weight in example.weights.items():
-                    postings.setdefault(feature, []).append((number, weight))
+                    postings.setdefault(feature, []).append((number, weight, weight * weight))
             self._postings[lang] = postings
             self._rarest[lang] = max(idf.values(), default=1.0)  # the weight of a feature no example has
             self._index[lang] = (examples, idf)
@@ -296,13 +297,12 @@ class Understander:
         covers = [0.0] * len(examples)
         postings = self._postings[lang]
         for f, q in query.items():
-            for number, weight in postings.get(f, ()):
+            for number, weight, squared in postings.get(f, ()):
                 dots[number] += weight * q
-                covers[number] += weight * weight
+                covers[number] += squared
         best: dict[str, float] = {}
-        for number, example in enumerate(examples):
-            if not covers[number]:
-                continue
+        for number in compress(range(len(examples)), covers):
+            example = examples[number]
             score = 0.55 * dots[number] / (example.norm * qnorm) + 0.45 * covers[number] / (example.norm ** 2)
             if score > best.get(example.intent, 0.0):
                 best[example.intent] = score
@@ -311,6 +311,12 @@ class Understander:
             return Understanding(text, UNKNOWN, ranked[0][1] if ranked else 0.0, slots, ranked[:3])
         intent, score = ranked[0]
         return Understanding(text, intent, score, slots, ranked[1:4])
+
+    def names_danger(self, text: str, lang: str) -> bool:
+        """Whether a text holds a danger word (what `understand` checks first), without scoring
+        it against every example: for a description typed into a report."""
+        norm = normalise(text)
+        return bool(norm) and self.is_danger_word(norm, lang)
 
     def is_danger_word(self, norm: str, lang: str) -> bool:
         return any(keyword_in(form, norm) for _, _, form in self._keywords(lang, "danger_words"))
