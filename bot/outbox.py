@@ -513,7 +513,7 @@ class Sender:
         self.token = secrets.token_hex(8)  # rows handed straight to this sender are leased with it
         self._chats: dict[str, deque[OutboxMessage]] = {}  # reply-lane rows being sent, in order, per chat
         self._set_back: dict[str, float] = {}  # chats whose rows wait (a 429, an earlier row): until when
-        self._chat_tasks: set[asyncio.Task[None]] = set()
+        self._chat_tasks: set[asyncio.Task[Any]] = set()  # each chat's sending, and receipts on their way
         self._gate = asyncio.Semaphore(concurrency)
         self._open: dict[str, int] = {}  # rows taken per chat whose outcome is not yet recorded
         self._taken: set[int] = set()
@@ -585,7 +585,7 @@ class Sender:
         self._chat_tasks.add(task)
         task.add_done_callback(self._task_ended)
 
-    def _task_ended(self, task: asyncio.Task[None]) -> None:
+    def _task_ended(self, task: asyncio.Task[Any]) -> None:
         self._chat_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # Neither a chat's task nor the recorder lets an error out; one that does is a bug,
@@ -598,9 +598,15 @@ class Sender:
             async with self._gate:
                 while queue:
                     row = queue.popleft()
-                    outcome = await self._send(row)
-                    if row.id is None:  # an unstored receipt: tried once, and the chat goes on
+                    if row.id is None:
+                        # An unstored receipt (a press answered, its keyboard removed) goes beside
+                        # the answer, not ahead of it: two round trips fewer before the person reads
+                        # it. Tried once; the chat's messages keep their order.
+                        receipt = asyncio.create_task(self._send(row), name=f"{self.channel}-receipt")
+                        self._chat_tasks.add(receipt)  # type: ignore[arg-type]
+                        receipt.add_done_callback(self._task_ended)  # type: ignore[arg-type]
                         continue
+                    outcome = await self._send(row)
                     if outcome.status in ("retry", "later"):
                         self._set_back[chat] = time.monotonic() + outcome.after
                         rest = list(queue)

@@ -152,6 +152,9 @@ class FakeBotApi:
         self.hold_sends: asyncio.Event | None = None  # sendMessage waits for it: a request still on its way
         self.held = 0  # sends waiting on hold_sends
         self.held_never_arrive = False  # released held sends are dropped (they never reached Telegram) instead of done
+        self.hold_receipts: asyncio.Event | None = None  # answerCallbackQuery and editMessageReplyMarkup wait for it
+        self.held_receipts = 0
+        self.abandoned: list[str] = []  # methods carried out after the bot had given up waiting for their answer
         self._fail_next: dict[str, list[ApiError]] = {}
         self._lose_next: list[tuple[str, str]] = []
         self.lost_answers: list[tuple[str, str]] = []
@@ -346,6 +349,8 @@ class FakeBotApi:
                        "500": ApiError(500, "Internal Server Error"), "502": ApiError(502, "Bad Gateway"),
                        "403": ApiError(403, "Forbidden: bot was blocked by the user")}[fault]
             result = await handler(params)
+            if request.transport is None or request.transport.is_closing():  # done, but the bot had stopped waiting for the answer
+                self.abandoned.append(method)
             if fault is None and self._lose_next and self._lose_next[0] == (method, str(params.get("chat_id"))):
                 self._lose_next.pop(0)
                 fault = "lost"
@@ -780,7 +785,15 @@ class FakeBotApi:
         await self._notify()
         return self._message_json(message)
 
+    async def _hold_receipt(self) -> None:
+        if self.hold_receipts is not None:
+            self.held_receipts += 1
+            await self._notify()
+            await self.hold_receipts.wait()
+            self.held_receipts -= 1
+
     async def api_editMessageReplyMarkup(self, params: dict[str, Any]) -> dict[str, Any]:
+        await self._hold_receipt()
         chat_id = self._chat(params)
         message = self._find(chat_id, params.get("message_id"))
         buttons = self._buttons(params)
@@ -800,6 +813,7 @@ class FakeBotApi:
         return True
 
     async def api_answerCallbackQuery(self, params: dict[str, Any]) -> bool:
+        await self._hold_receipt()
         query_id = str(params.get("callback_query_id"))
         if self.queries.get(query_id) != "open":
             raise ApiError(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
