@@ -33,7 +33,13 @@ log = logging.getLogger(__name__)
 
 Receipt = tuple[str, dict[str, Any]]
 GroupHandler = Callable[[AsyncSession, Event], Awaitable[None]]
-BATCH_SIZE = 32
+# As many as one getUpdates brings (100): the last event of a busy poll then waits for one
+# commit (one sync of the disk) rather than four. Measured with bench.updates on SQLite,
+# against 32: p99 280 ms against 310–350 ms, and as many updates a second or more.
+BATCH_SIZE = 100
+# PostgreSQL's two writers each take a smaller batch, so both have work while a poll's events
+# are handled: with 100, one writer took them all (p99 660–760 ms against 530–620 with 32).
+POSTGRES_BATCH_SIZE = 32
 # PostgreSQL runs transactions side by side (each person's row is locked by whoever moves
 # their conversation, and one chat's events reach this class one at a time), so while one
 # batch waits for the server's answers another can be written. SQLite has one write lock:
@@ -69,14 +75,14 @@ class Conversations:
     in that transaction, or none of it happens; a batch that fails is handled again one
     event at a time, so one bad event never takes another person's with it."""
 
-    def __init__(self, db: Database, engine: Engine, inbox: Inbox, outbox: Outbox, *, batch_size: int = BATCH_SIZE,
+    def __init__(self, db: Database, engine: Engine, inbox: Inbox, outbox: Outbox, *, batch_size: int | None = None,
                  writers: int | None = None) -> None:
         self.db = db
         self.engine = engine
         self.inbox = inbox
         self.outbox = outbox
         self.group_handler: GroupHandler | None = None
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (POSTGRES_BATCH_SIZE if db.is_postgres else BATCH_SIZE)
         self.writers = writers if writers is not None else POSTGRES_WRITERS if db.is_postgres else 1
         self._waiting: deque[_Waiting] = deque()
         self._writing: set[asyncio.Task[None]] = set()
