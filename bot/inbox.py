@@ -8,7 +8,6 @@ chat are handled one at a time, in order; different chats run concurrently.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +17,7 @@ from typing import Any
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage import jsontext
 from storage.db import Database, upsert
 from storage.direct import Prepared
 from storage.models import InboxEvent, utcnow
@@ -43,7 +43,7 @@ class Inbox:
             connection = await session.connection()
             with statements_inline():  # one insert of a few rows, under the write lock
                 result = await self._store.run(connection, [
-                    dict(channel=channel, event_key=key, chat=chat, payload=json.dumps(payload, ensure_ascii=False), status="pending",
+                    dict(channel=channel, event_key=key, chat=chat, payload=jsontext.dumps(payload), status="pending",
                          attempts=0, received_at=now) for key, chat, payload in events])
             return result.scalars()
 

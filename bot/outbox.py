@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import metrics
+from storage import jsontext
 from storage.db import Database, upsert
 from storage.direct import Prepared
 from storage.models import OutboxMessage, SendBudget, User, utcnow
@@ -167,7 +168,7 @@ class Outbox:
 
     @staticmethod
     def encode(payload: dict[str, Any]) -> str:
-        return json.dumps(payload, ensure_ascii=False)
+        return jsontext.dumps(payload)
 
     @staticmethod
     def add(session: AsyncSession, channel: str, chat: str, kind: str, payload: dict[str, Any], priority: int = PRIORITY_REPLY,

@@ -20,6 +20,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Text
 from sqlalchemy.types import TypeDecorator
 
+from storage import jsontext
+
 log = logging.getLogger(__name__)
 
 
@@ -107,7 +109,7 @@ class EncryptedJSON(TypeDecorator[Any]):
     def process_bind_param(self, value: Any, dialect: Any) -> str | None:
         if value is None or isinstance(value, _Raw):
             return value
-        return active().encrypt(json.dumps(value, ensure_ascii=False))
+        return active().encrypt(jsontext.dumps(value))
 
     def process_result_value(self, value: str | None, dialect: Any) -> Any:
         if value is None:

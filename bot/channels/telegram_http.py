@@ -18,12 +18,13 @@ the answer's parsing into objects nothing reads: 6 % of the busy time under benc
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import aiohttp
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+from storage import jsontext
 
 
 _JSON = {"Content-Type": "application/json"}
@@ -34,7 +35,7 @@ class JsonBody(RequestData):
 
     def __init__(self, params: dict[str, Any]) -> None:
         super().__init__()
-        self.body = json.dumps(params, ensure_ascii=False, separators=(",", ":")).encode()
+        self.body = jsontext.dumps_bytes(params)
 
 
 class AiohttpRequest(BaseRequest):
