@@ -7,13 +7,15 @@ five or six such statements, so that machinery was the largest single cost left 
 update path (bench.updates --profile). A `Prepared` statement is compiled by SQLAlchemy,
 with its type processing (dates, JSON, encryption at rest) applied as SQLAlchemy would,
 and, where `statements_inline()` lets the statement run on the event loop's thread, run on
-the sqlite3 connection in the transaction already open. Anywhere else (PostgreSQL, or a
-statement that must go to SQLite's thread) it goes through SQLAlchemy as before, with the
-same answer.
+the sqlite3 connection in the transaction already open. On PostgreSQL it runs on asyncpg's
+connection under SQLAlchemy's adapter, with the adapter's transaction and prepared
+statements. Anywhere else (a statement that must go to SQLite's thread, many rows in one
+INSERT on PostgreSQL) it goes through SQLAlchemy as before, with the same answer.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +29,24 @@ from sqlalchemy.sql import Executable
 from storage.sqlite_driver import inline_connection
 
 Params = Mapping[str, Any]
+
+
+_STATUS = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
+
+
+def _asyncpg_adapted(connection: AsyncConnection) -> Any:
+    """SQLAlchemy's asyncpg adapter under an open AsyncConnection, if it is one and has
+    the parts run on here (they are SQLAlchemy's internals: without them, its own way)."""
+    if connection.dialect.driver != "asyncpg":
+        return None
+    sync = connection.sync_connection
+    if sync is None or sync.closed:
+        return None
+    adapted = sync.connection.dbapi_connection
+    if not all(hasattr(adapted, name) for name in ("_execute_mutex", "_transaction", "_start_transaction", "_prepare", "_connection",
+                                                   "_handle_exception")):
+        return None
+    return adapted
 
 
 class NotPreparable(Exception):
@@ -70,6 +90,9 @@ class Prepared:
     async def run(self, connection: AsyncConnection, params: Params | Sequence[Params] | None = None) -> Ran:
         raw = inline_connection(connection)
         if raw is None:
+            adapted = _asyncpg_adapted(connection)
+            if adapted is not None and not (self.many_rows and isinstance(params, Sequence)):
+                return await self._run_on_asyncpg(connection, adapted, params)
             return await self._through_sqlalchemy(connection, params)
         form = self._form(connection.dialect)
         cursor = raw.cursor()
@@ -95,6 +118,37 @@ class Prepared:
             raise self._translated(error, form.sql) from error
         finally:
             cursor.close()
+        if rows and any(form.results):
+            rows = [tuple(value if process is None else process(value) for value, process in zip(row, form.results)) for row in rows]
+        return Ran(form.keys, rows, rowcount)
+
+    async def _run_on_asyncpg(self, connection: AsyncConnection, adapted: Any, params: Params | Sequence[Params] | None) -> Ran:
+        """On PostgreSQL, on asyncpg's connection under SQLAlchemy's adapter, in the
+        transaction the adapter keeps (begun here if no statement began it yet), with the
+        adapter's cache of prepared statements; errors as SQLAlchemy raises them."""
+        dialect = connection.dialect
+        form = self._form(dialect)
+        asof = getattr(dialect, "_invalidate_schema_cache_asof", 0)
+        async with adapted._execute_mutex:
+            try:
+                if adapted._transaction is None:
+                    await adapted._start_transaction()
+                if isinstance(params, Sequence):
+                    await adapted._connection.executemany(form.sql, [self._bound(form, one) for one in params])
+                    rows, rowcount = [], -1
+                else:
+                    statement, _ = await adapted._prepare(form.sql, asof)
+                    rows = [tuple(record) for record in await statement.fetch(*self._bound(form, params or {}))]
+                    counted = _STATUS.match(statement.get_statusmsg() or "")
+                    rowcount = int(counted.group(1)) if counted else -1
+            except DBAPIError:
+                raise
+            except Exception as error:
+                try:
+                    adapted._handle_exception(error)  # raises it as the adapter's DB-API error (sqlstate kept)
+                except Exception as translated:
+                    raise DBAPIError.instance(form.sql, None, translated, dialect.loaded_dbapi.Error) from error
+                raise
         if rows and any(form.results):
             rows = [tuple(value if process is None else process(value) for value, process in zip(row, form.results)) for row in rows]
         return Ran(form.keys, rows, rowcount)

@@ -247,8 +247,8 @@ async def test_a_database_one_migration_behind_is_brought_to_the_newest_at_start
     await db.close()
 
 
-async def test_a_statement_run_straight_on_sqlite_answers_as_sqlalchemy_does(database_url: str) -> None:
-    """The update path's statements skip SQLAlchemy's execution on SQLite (storage/direct.py)
+async def test_a_statement_run_straight_on_sqlite_or_asyncpg_answers_as_sqlalchemy_does(database_url: str) -> None:
+    """The update path's statements skip SQLAlchemy's execution (storage/direct.py)
     but keep its type handling: the person's row read both ways is the same values of the same
     types (a date, a decrypted dict, a boolean), a duplicate key raises the same IntegrityError,
     and SQLAlchemy's own execution is really skipped (no cursor event) where it can be."""
@@ -257,7 +257,7 @@ async def test_a_statement_run_straight_on_sqlite_answers_as_sqlalchemy_does(dat
 
     from storage.direct import NotPreparable, Prepared
     from storage.models import Conversation
-    from storage.people import _INSERT, _LOAD
+    from storage.people import _INSERT, _LOAD, _UPDATE
     from storage.sqlite_driver import statements_inline
 
     db = await connect(database_url)
@@ -276,14 +276,23 @@ async def test_a_statement_run_straight_on_sqlite_answers_as_sqlalchemy_does(dat
             through_sqlalchemy.clear()
             with statements_inline():
                 fast = (await _LOAD.run(connection, params)).mappings()
-                if not db.is_postgres:
-                    assert through_sqlalchemy == [], "run on sqlite3 itself"
-                with pytest.raises(IntegrityError):
+                assert through_sqlalchemy == [], "run on sqlite3 or asyncpg itself"
+                with pytest.raises(IntegrityError) as duplicate:
                     await _INSERT.run(connection, {"user_": user.id, "flow_": "x", "step_": "y", "vars_": {}, "at_": slow[0]["updated_at"]})
+                if db.is_postgres:  # what tells a deadlock from a bug (conversation.TRANSIENT) is still there
+                    assert getattr(duplicate.value.orig, "sqlstate", None) == "23505"
         assert fast == slow and len(fast) == 1
         row = fast[0]
         assert row["vars"] == {"country": "TH", "note": "ខ្ញុំ"} and row["reachable"] is False and row["lang"] == "km"
         assert isinstance(row["updated_at"], datetime) and isinstance(row["created_at"], datetime)
+        with pytest.raises(RuntimeError, match="undone"):  # the first statement of a transaction is inside it: a rollback undoes it
+            async with db.transaction() as session:
+                connection = await session.connection()
+                with statements_inline():
+                    await _UPDATE.run(connection, {"user_": user.id, "flow_": "menu", "step_": "start", "vars_": {}, "at_": row["updated_at"]})
+                raise RuntimeError("undone")
+        async with db.session() as session:
+            assert (await session.get(Conversation, user.id)).step == "where"  # type: ignore[union-attr]
         with pytest.raises(NotPreparable):  # a default computed in Python would be skipped: refused when first compiled
             table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("n", Integer, default=lambda: 1))
             Prepared(table.insert(), column_keys=["id"])._compile(db.engine.dialect)
