@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, str]] = [
     ("asyncio/", "asyncio"),
     ("cryptography/", "encryption"),
     ("storage/crypto", "encryption"),
+    ("storage/direct", "statements on the driver"),
     ("json/", "JSON"),
     ("bot/engine/understand", "understanding"),
     ("bot/engine/matching", "understanding"),
