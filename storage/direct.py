@@ -1,4 +1,4 @@
-"""The statements every update runs, compiled once and run straight on SQLite.
+"""The statements every update runs, compiled once and run on the driver's own connection.
 
 SQLAlchemy's execution of a statement already compiled and cached (a greenlet, the
 connection's and the execution context's bookkeeping, a result object) costs about 27 µs
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +30,6 @@ from sqlalchemy.sql import Executable
 from storage.sqlite_driver import inline_connection
 
 Params = Mapping[str, Any]
-
-
 _STATUS = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
 
 
@@ -77,7 +76,7 @@ class _Form:
 
 
 class Prepared:
-    """A Core statement run with as little as possible between the caller and SQLite.
+    """A Core statement run with as little as possible between the caller and the driver.
     `column_keys` names the columns an INSERT is given (as SQLAlchemy compiles an INSERT
     for the keys of its parameters)."""
 
@@ -85,7 +84,8 @@ class Prepared:
         self.statement = statement
         self.column_keys = list(column_keys) if column_keys is not None else None
         self.many_rows = many_rows  # an INSERT whose rows go as one statement (one VALUES tuple each)
-        self._forms: dict[int, _Form] = {}
+        # Per dialect object (one per engine), held weakly: an id could be reused by a new engine's.
+        self._forms: weakref.WeakKeyDictionary[Dialect, _Form] = weakref.WeakKeyDictionary()
 
     async def run(self, connection: AsyncConnection, params: Params | Sequence[Params] | None = None) -> Ran:
         raw = inline_connection(connection)
@@ -162,9 +162,9 @@ class Prepared:
         return out
 
     def _form(self, dialect: Dialect) -> _Form:
-        form = self._forms.get(id(dialect))
+        form = self._forms.get(dialect)
         if form is None:
-            form = self._forms[id(dialect)] = self._compile(dialect)
+            form = self._forms[dialect] = self._compile(dialect)
         return form
 
     def _compile(self, dialect: Dialect) -> _Form:
