@@ -9,7 +9,8 @@ send rate lifted so the bot itself is measured. Prints updates a second, answer 
 (from the update being available to the bot to its answer arriving) p50/p95/p99, the bot's
 CPU per update, the fake Bot API's (it answers every request the bot makes: a bot that makes
 more requests an update leaves less of the machine to itself), its peak RSS and how long it
-took to be ready (its first getUpdates).
+took to be ready (its first getUpdates); then, from SafeRoute's own histograms (its /metrics,
+served on a Unix socket for the run), where its answers spent their time: stored, handled, sent.
 
     python -m bench.updates                                  # 200 × 20, SafeRoute on SQLite and both echo bots
     python -m bench.updates --users 50 --actions 10 --bots saferoute
@@ -57,6 +58,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0
     fake_cpu_seconds: float = 0.0  # the fake Bot API's: it answers every request the bot makes
+    stages: dict[str, tuple[float, float, int]] = field(default_factory=dict)  # SafeRoute's own histograms: p50, p99, count
     peak_rss_mb: float = float("nan")
     ready_seconds: float = float("nan")
 
@@ -155,13 +157,54 @@ async def populate(database_url: str, subscribers: int, conversations: int) -> N
         await core.close()
 
 
+STAGES = {  # SafeRoute's histograms (bot/metrics.py), in the order an answer meets them
+    "saferoute_inbox_store_seconds": "stored (the inbox, before confirming)",
+    "saferoute_update_handling_seconds": "handled (group commit, its transaction)",
+    "saferoute_send_seconds": "sent (one request to the Bot API)",
+}
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """A quantile from cumulative histogram buckets (upper bound, count), interpolated within
+    its bucket as Prometheus's histogram_quantile does."""
+    total = buckets[-1][1] if buckets else 0.0
+    if not total:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            if upper == float("inf"):
+                return lower
+            return lower + (upper - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+        lower, below = upper, count
+    return lower
+
+
+async def read_stages(socket: Path) -> dict[str, tuple[float, float, int]]:
+    """Where SafeRoute's answers spent their time, from its own /metrics (on a Unix socket)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket))) as http:
+        async with http.get("http://saferoute/metrics") as answer:
+            text = await answer.text()
+    stages: dict[str, tuple[float, float, int]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in STAGES:
+            continue
+        buckets = sorted((float(sample.labels["le"]), sample.value) for sample in family.samples
+                         if sample.name.endswith("_bucket") and sample.labels.get("channel") == "telegram")
+        if buckets:
+            stages[family.name] = (quantile(buckets, 0.5), quantile(buckets, 0.99), int(buckets[-1][1]))
+    return stages
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def run_bot(name: str, command: list[str], env: dict[str, str], journeys: list[list[dict[str, str]]], workdir: Path,
-                  profile: Path | None = None) -> Result:
+                  profile: Path | None = None, metrics_socket: Path | None = None) -> Result:
     fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.bot_api", "--accept-any-chat"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert fake.stdout is not None
     base = fake.stdout.readline().split(" on ")[-1].strip().removesuffix("/bot")
@@ -186,6 +229,8 @@ async def run_bot(name: str, command: list[str], env: dict[str, str], journeys: 
         await drive(base, journeys, result)
         result.cpu_seconds = cpu_seconds(bot.pid) - cpu_before
         result.fake_cpu_seconds = cpu_seconds(fake.pid) - fake_before
+        if metrics_socket is not None:
+            result.stages = await read_stages(metrics_socket)
         if spy is not None:
             stop_recording(spy)
         result.peak_rss_mb = peak_rss_mb(bot.pid)
@@ -229,8 +274,10 @@ async def main() -> None:
                     print(f"{subscribers} subscribers and {conversations} conversations in progress stored in "
                           f"{time.monotonic() - started:.0f} s", flush=True)
                 profile = options.profile if round_number == 1 else None
+                socket = workdir / f"saferoute-{round_number}.sock"  # its /metrics, for where the answers' time went
                 runs.setdefault(f"SafeRoute ({store})", []).append(await run_bot(
-                    f"SafeRoute ({store})", [sys.executable, "-m", "bot", "run"], {**env, "DATABASE_URL": database}, journeys, workdir, profile))
+                    f"SafeRoute ({store})", [sys.executable, "-m", "bot", "run"],
+                    {**env, "DATABASE_URL": database, "API_SOCKET": str(socket), "WEB_CHAT": "false"}, journeys, workdir, profile, socket))
                 await drop_database(options.database, f"bench_updates_{round_number}")
             if "ptb" in wanted:
                 runs.setdefault("PTB echo", []).append(
@@ -254,6 +301,13 @@ async def main() -> None:
         if ours is not None and other is not ours:
             print(f"SafeRoute ÷ {other.name}: {ours.rate / other.rate:.2f} × the updates a second, "
                   f"p99 {ours.p99 / other.p99:.2f} × as long")
+    if ours is not None and ours.stages:
+        print(f"\nWhere {ours.name}'s answers spent their time (its own histograms, that run; then the fake's answer and the drive):")
+        print(f"{'stage':<44}{'p50 ms':>8}{'p99 ms':>8}{'count':>8}")
+        for metric, label in STAGES.items():
+            if metric in ours.stages:
+                p50, p99, count = ours.stages[metric]
+                print(f"{label:<44}{p50 * 1000:>8.0f}{p99 * 1000:>8.0f}{count:>8}")
     if options.profile is not None and options.profile.exists():
         print(f"\nWhere SafeRoute's busy time went (py-spy, {options.profile}):\n{summarise(options.profile)}")
     print(json.dumps({r.name: {"updates_per_second": round(r.rate, 1), "p99_ms": round(r.p99 * 1000, 1), "failed": r.failed,

@@ -17,6 +17,7 @@ from typing import Any
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot import metrics
 from storage import jsontext
 from storage.db import Database, upsert
 from storage.direct import Prepared
@@ -39,13 +40,15 @@ class Inbox:
         if not events:
             return []
         now = utcnow()
+        started = time.perf_counter()
         async with self.db.transaction() as session:
             connection = await session.connection()
             with statements_inline():  # one insert of a few rows, under the write lock
                 result = await self._store.run(connection, [
                     dict(channel=channel, event_key=key, chat=chat, payload=jsontext.dumps(payload), status="pending",
                          attempts=0, received_at=now) for key, chat, payload in events])
-            return result.scalars()
+        metrics.INBOX_STORE_SECONDS.labels(channel).observe(time.perf_counter() - started)
+        return result.scalars()
 
     async def pending(self, channel: str) -> list[InboxEvent]:
         async with self.db.session() as session:

@@ -829,6 +829,7 @@ class Sender:
             permit = await self.limiter.acquire(urgent=not bulk, stopping=lambda: self._stopping)
             if permit is None:
                 return Outcome(row, "later")
+        started = time.perf_counter()
         try:
             ref = await self.deliver(row, json.loads(row.payload or "{}"))
         except RetryLater as exc:
@@ -867,6 +868,7 @@ class Sender:
                       "; giving up" if too_many else "", exc_info=log.isEnabledFor(logging.DEBUG))
             return Outcome(row, "failed") if too_many else Outcome(row, "retry", after=min(2.0 ** row.attempts, 300.0))
         finally:
+            metrics.SEND_SECONDS.labels(self.channel).observe(time.perf_counter() - started)
             if self.limiter is not None:
                 self.limiter.release(permit)
         self.outbox.remember_sent(row.id, ref)

@@ -46,6 +46,19 @@ async def test_the_update_path_benchmark_runs_saferoute_and_the_echo_bot_and_pri
     assert result["SafeRoute (SQLite)"]["failed"] == 0, "every step of every journey was answered (a whole report included)"
     assert result["PTB echo"]["failed"] == 0 and "SafeRoute ÷ PTB echo" in text
     assert result["SafeRoute (SQLite)"]["fake_cpu_ms_per_update"] > 0 and result["PTB echo"]["cpu_ms_per_update"] > 0
+    stages = {line.split("  ")[0]: line.split()[-1] for line in text.splitlines() if line.startswith(("stored", "handled", "sent"))}
+    assert set(stages) == {"stored (the inbox, before confirming)", "handled (group commit, its transaction)", "sent (one request to the Bot API)"}, text
+    assert int(stages["handled (group commit, its transaction)"]) == 4 * 16, "every update handled was counted by the bot itself"
+
+
+def test_a_quantile_is_read_from_histogram_buckets_as_prometheus_reads_it() -> None:
+    from bench.updates import quantile
+
+    buckets = [(0.01, 10.0), (0.05, 50.0), (0.1, 90.0), (0.5, 100.0), (float("inf"), 100.0)]
+    assert quantile(buckets, 0.5) == 0.05
+    assert abs(quantile(buckets, 0.7) - 0.075) < 1e-9  # halfway through the 50–100 ms bucket
+    assert abs(quantile(buckets, 0.99) - 0.46) < 1e-9
+    assert quantile([(0.1, 0.0), (float("inf"), 0.0)], 0.5) != quantile([(0.1, 0.0), (float("inf"), 0.0)], 0.5)  # nothing counted: NaN
 
 
 def test_the_profile_summary_sets_waiting_apart_and_charges_each_layer(tmp_path: Path) -> None:
