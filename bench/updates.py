@@ -230,7 +230,13 @@ async def run_bot(name: str, command: list[str], env: dict[str, str], journeys: 
         result.cpu_seconds = cpu_seconds(bot.pid) - cpu_before
         result.fake_cpu_seconds = cpu_seconds(fake.pid) - fake_before
         if metrics_socket is not None:
-            result.stages = await read_stages(metrics_socket)
+            # The last answers can reach the fake a moment before the bot has counted their
+            # updates as handled: read again until every answered update is counted.
+            for _ in range(40):
+                result.stages = await read_stages(metrics_socket)
+                if result.stages.get("saferoute_update_handling_seconds", (0, 0, 0))[2] >= result.done:
+                    break
+                await asyncio.sleep(0.05)
         if spy is not None:
             stop_recording(spy)
         result.peak_rss_mb = peak_rss_mb(bot.pid)
