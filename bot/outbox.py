@@ -516,6 +516,9 @@ class Sender:
         self._set_back: dict[str, float] = {}  # chats whose rows wait (a 429, an earlier row): until when
         self._chat_tasks: set[asyncio.Task[Any]] = set()  # each chat's sending, and receipts on their way
         self._gate = asyncio.Semaphore(concurrency)
+        # Receipts in flight at once: never more than half the connections, so that a flood of
+        # button presses leaves room for the answers themselves.
+        self._receipts = asyncio.Semaphore(max(1, concurrency // 2))
         self._open: dict[str, int] = {}  # rows taken per chat whose outcome is not yet recorded
         self._taken: set[int] = set()
         self._behind: set[str] = set()
@@ -603,7 +606,7 @@ class Sender:
                         # An unstored receipt (a press answered, its keyboard removed) goes beside
                         # the answer, not ahead of it: two round trips fewer before the person reads
                         # it. Tried once; the chat's messages keep their order.
-                        receipt = asyncio.create_task(self._send(row), name=f"{self.channel}-receipt")
+                        receipt = asyncio.create_task(self._send_receipt(row), name=f"{self.channel}-receipt")
                         self._chat_tasks.add(receipt)  # type: ignore[arg-type]
                         receipt.add_done_callback(self._task_ended)  # type: ignore[arg-type]
                         continue
@@ -624,6 +627,10 @@ class Sender:
             if len(self._set_back) > 10_000:
                 now = time.monotonic()
                 self._set_back = {c: t for c, t in self._set_back.items() if t > now}
+
+    async def _send_receipt(self, row: OutboxMessage) -> Outcome:
+        async with self._receipts:
+            return await self._send(row)
 
     async def _finish_chats(self, grace: float) -> None:
         if not self._chat_tasks:

@@ -244,3 +244,23 @@ async def test_a_button_press_is_answered_and_its_keyboard_removed_beside_the_an
     async with core.db.session() as session:
         kinds = set((await session.exec(select(OutboxMessage.kind).where(OutboxMessage.chat == "7704"))).all())
     assert "message" in kinds and not kinds & {"ack", "clear_buttons"}, kinds
+
+
+async def test_a_flood_of_button_presses_leaves_room_for_the_answers(running_bot: RunningBot) -> None:
+    """Twenty people press at once while Telegram is slow to take the presses' receipts: no
+    more than half the sender's connections carry receipts, and every answer arrives."""
+    from bot.channels.telegram import SEND_CONNECTIONS
+
+    fake, core = running_bot.fake, running_bot.core
+    users = [running_bot.user(7800 + n, "th") for n in range(20)]
+    for user in users:
+        await user.start_in(core.texts, "th")
+    fake.hold_receipts = asyncio.Event()
+    try:
+        await asyncio.gather(*(user.press(core.texts.get("th", "menu.hotlines")) for user in users))
+        for user in users:
+            await user.expect(re.escape(core.texts.get("th", "hotlines.pick_country")[:20]))
+        assert 0 < fake.most_held_receipts <= SEND_CONNECTIONS // 2
+    finally:
+        fake.hold_receipts.set()
+    await fake.wait_for(lambda: fake.held_receipts == 0 and len(fake.callback_answers) >= 20)

@@ -154,6 +154,7 @@ class FakeBotApi:
         self.held_never_arrive = False  # released held sends are dropped (they never reached Telegram) instead of done
         self.hold_receipts: asyncio.Event | None = None  # answerCallbackQuery and editMessageReplyMarkup wait for it
         self.held_receipts = 0
+        self.most_held_receipts = 0  # the most receipts held at the same moment
         self.abandoned: list[str] = []  # methods carried out after the bot had given up waiting for their answer
         self._fail_next: dict[str, list[ApiError]] = {}
         self._lose_next: list[tuple[str, str]] = []
@@ -788,6 +789,7 @@ class FakeBotApi:
     async def _hold_receipt(self) -> None:
         if self.hold_receipts is not None:
             self.held_receipts += 1
+            self.most_held_receipts = max(self.most_held_receipts, self.held_receipts)
             await self._notify()
             await self.hold_receipts.wait()
             self.held_receipts -= 1
