@@ -194,7 +194,7 @@ class Conversations:
         if rows:
             sender = await self._sender_for(session, connection, event)
             receipts: list[Any] = []
-            if sender is not None and waiting.receipts:  # handed straight over, unstored, ahead of the answers
+            if sender is not None and waiting.receipts:  # handed straight over, unstored, sent beside the answers
                 receipts = [sender.receipt(event.reply_to, kind, payload) for kind, payload in waiting.receipts]
                 rows = rows[len(waiting.receipts):]
             written.append((sender, receipts + await Outbox.add_many(session, event.channel, event.reply_to, rows, connection=connection,

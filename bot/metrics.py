@@ -15,7 +15,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 UPDATES_RECEIVED = Counter("saferoute_updates_received_total", "Updates stored in the inbox.", ["channel"], registry=REGISTRY)
 UPDATES_HANDLED = Counter("saferoute_updates_handled_total", "Updates handled, by outcome (done, error, set_aside).",
                           ["channel", "outcome"], registry=REGISTRY)
-# Fine enough between 50 and 300 ms to tell where an answer's time goes under load (bench.updates --stages).
+# Fine enough between 50 and 300 ms to tell where an answer's time goes under load (bench.updates prints them).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 5, 10)
 HANDLING_SECONDS = Histogram("saferoute_update_handling_seconds", "Time to handle one update, its transaction included.",
                              ["channel"], buckets=LATENCY_BUCKETS, registry=REGISTRY)

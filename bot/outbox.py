@@ -548,7 +548,7 @@ class Sender:
 
     def receipt(self, chat: str, kind: str, payload: dict[str, Any]) -> WrittenRow:
         """What the platform wants done in return for an update (answering a button press,
-        removing the keyboard pressed), to be sent before the answers and never stored: it
+        removing the keyboard pressed), sent beside the answers and never stored: it
         needs no redelivery (Telegram refuses a stale answer to a button press; a keyboard
         left in place is handled as a stale button), and storing, leasing and recording
         those two rows was a tenth of a button press's cost in the update benchmark."""

@@ -48,6 +48,13 @@ def _asyncpg_adapted(connection: AsyncConnection) -> Any:
     return adapted
 
 
+def _processed(form: _Form, rows: list[Any]) -> list[tuple[Any, ...]]:
+    """Rows as SQLAlchemy would give them: dates parsed, JSON read, encrypted columns decrypted."""
+    if not rows or not any(form.results):
+        return rows
+    return [tuple(value if process is None else process(value) for value, process in zip(row, form.results)) for row in rows]
+
+
 class NotPreparable(Exception):
     """The statement needs something only SQLAlchemy's execution does (a Python-side column
     default, an onupdate): a programming error, found when it is first compiled."""
@@ -118,9 +125,7 @@ class Prepared:
             raise self._translated(error, form.sql) from error
         finally:
             cursor.close()
-        if rows and any(form.results):
-            rows = [tuple(value if process is None else process(value) for value, process in zip(row, form.results)) for row in rows]
-        return Ran(form.keys, rows, rowcount)
+        return Ran(form.keys, _processed(form, rows), rowcount)
 
     async def _run_on_asyncpg(self, connection: AsyncConnection, adapted: Any, params: Params | Sequence[Params] | None) -> Ran:
         """On PostgreSQL, on asyncpg's connection under SQLAlchemy's adapter, in the
@@ -149,9 +154,7 @@ class Prepared:
                 except Exception as translated:
                     raise DBAPIError.instance(form.sql, None, translated, dialect.loaded_dbapi.Error) from error
                 raise
-        if rows and any(form.results):
-            rows = [tuple(value if process is None else process(value) for value, process in zip(row, form.results)) for row in rows]
-        return Ran(form.keys, rows, rowcount)
+        return Ran(form.keys, _processed(form, rows), rowcount)
 
     @staticmethod
     def _bound(form: _Form, params: Params) -> list[Any]:

@@ -211,8 +211,8 @@ class TelegramChannel:
     async def fetch_once(self, timeout: int | None = None) -> list[str]:
         """One getUpdates call: store what came, then schedule it. Returns the new keys."""
         wait = self.poll_timeout if timeout is None else timeout
-        # Telegram's answer as JSON, each update read on its own: one that python-telegram-bot
-        # cannot read must not block every update behind it (the offset would never move).
+        # Telegram's answer as JSON, each update read on its own: one that cannot be read
+        # must not block every update behind it (the offset would never move).
         self._poll = asyncio.ensure_future(self._polling_http.call(
             self.app.bot.base_url, "getUpdates", {"offset": self._offset, "timeout": wait, "allowed_updates": ALLOWED_UPDATES},
             read_timeout=wait + 10))
@@ -329,7 +329,7 @@ class TelegramChannel:
         key = str(update["update_id"])
         try:
             converted = event_from_update(update)
-        except Exception as exc:  # python-telegram-bot would only log it; the update would stay pending for ever
+        except Exception as exc:  # logged and set aside: otherwise the update would stay pending for ever
             log.error("update %s cannot be read (%s); set aside", key, type(exc).__name__)
             await self.inbox.mark_failed(CHANNEL, key, type(exc).__name__)
             return
